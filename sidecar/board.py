@@ -1,0 +1,206 @@
+"""The status board: the newest verdict of the election, and the thread that publishes it.
+
+Three kinds of threads meet here, and none of them may block the others:
+
+- kazoo's threads report session changes (`session_changed`): a leader must stop being
+  leader *at once* when the connection is suspended, even while the election worker is
+  stuck in a request. This only changes memory and wakes the writer.
+- the election worker reports verdicts (`verdict`) stamped with the connection token it
+  started from; a verdict computed before the latest session change is stale and dropped.
+- the writer thread publishes the newest status: role files first (synchronously: they
+  are the source of truth for the application), then every other publisher, which must
+  return at once. A burst of changes is coalesced: only the newest status is written.
+
+Guaranteed: the files never go backwards (a newer status is never overwritten by an older
+one); a failed write is retried until it succeeds. Not guaranteed: every intermediate
+status reaches the files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from .metrics import Metrics
+from .rolefiles import RoleFiles
+from .state import Publisher, Role, RoleStatus, ZkState
+
+log = logging.getLogger(__name__)
+
+WRITE_RETRY_SECONDS = 0.5
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        initial: RoleStatus,
+        files: RoleFiles | None,
+        metrics: Metrics,
+        publishers: Sequence[Publisher] = (),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._clock = clock
+        self._status = initial.replace(since=clock())
+        self._files = files
+        self._metrics = metrics
+        self._publishers = list(publishers)
+        self._cond = threading.Condition()
+        self._version = 0
+        self._written = -1
+        self._changed_at = time.monotonic()
+        self._token = 0
+        self._frozen = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def current(self) -> RoleStatus:
+        with self._cond:
+            return self._status
+
+    @property
+    def token(self) -> int:
+        with self._cond:
+            return self._token
+
+    # -- writing (any thread; never blocks on I/O) -----------------------------------
+
+    def add_publisher(self, publisher: Publisher) -> None:
+        with self._cond:
+            self._publishers.append(publisher)
+
+    def _set(self, status: RoleStatus) -> None:
+        """Caller holds the lock."""
+        if status.role != self._status.role:
+            status = status.replace(since=self._clock())
+        if status == self._status:
+            return
+        self._status = status
+        self._version += 1
+        self._changed_at = time.monotonic()
+        self._cond.notify_all()
+
+    def session_changed(self, zk: ZkState) -> None:
+        """Connection state changed: every earlier verdict is void; role is unknown until the
+        worker re-checks."""
+        with self._cond:
+            self._token += 1
+            self._set(self._status.replace(role=Role.UNKNOWN, lease_expires=None, zk=zk))
+
+    def verdict(
+        self,
+        token: int,
+        role: Role,
+        leader: str | None,
+        epoch: int | None,
+        lease_expires: dt.datetime | None = None,
+    ) -> bool:
+        with self._cond:
+            if token != self._token or self._frozen:
+                return False
+            self._set(
+                self._status.replace(
+                    role=role, leader=leader, epoch=epoch, lease_expires=lease_expires,
+                    zk=ZkState.CONNECTED,
+                )
+            )
+            return True
+
+    def renew(self, token: int, lease_expires: dt.datetime) -> bool:
+        with self._cond:
+            if token != self._token or self._frozen or self._status.role is not Role.LEADER:
+                return False
+            self._set(self._status.replace(lease_expires=lease_expires))
+            return True
+
+    def expire_lease(self, token: int) -> None:
+        """The lease ran out without renewal: stop claiming leadership."""
+        with self._cond:
+            if token == self._token and self._status.role is Role.LEADER:
+                self._token += 1
+                self._set(self._status.replace(role=Role.UNKNOWN, lease_expires=None))
+
+    def freeze(self) -> None:
+        """Stopping or leaving: publish `unknown` and ignore every later verdict."""
+        with self._cond:
+            self._frozen = True
+            self._token += 1
+            self._set(self._status.replace(role=Role.UNKNOWN, lease_expires=None))
+
+    def thaw(self) -> None:
+        with self._cond:
+            self._frozen = False
+            self._token += 1
+
+    @property
+    def frozen(self) -> bool:
+        with self._cond:
+            return self._frozen
+
+    def set_label_in_sync(self, in_sync: bool) -> None:
+        with self._cond:
+            self._set(self._status.replace(label_in_sync=in_sync))
+        self._metrics.label_in_sync.set(1 if in_sync else 0)
+
+    # -- the writer thread -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_written(self, timeout: float) -> bool:
+        """Wait until the newest status is in the role files."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._written < self._version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._written >= self._version and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and self._written >= self._version:
+                    return
+                version, status, changed_at = self._version, self._status, self._changed_at
+                publishers = list(self._publishers)
+            if not self._write_files(status):
+                time.sleep(WRITE_RETRY_SECONDS)
+                continue
+            self._metrics.publish_seconds.labels(publisher="files").observe(
+                time.monotonic() - changed_at
+            )
+            self._metrics.observe(status)
+            with self._cond:
+                self._written = version
+                self._cond.notify_all()
+            for publisher in publishers:
+                try:
+                    publisher.publish(status)
+                except Exception:  # a publisher must not stop the files
+                    log.exception("publisher %r failed", publisher)
+
+    def _write_files(self, status: RoleStatus) -> bool:
+        if self._files is None:
+            return True
+        try:
+            self._files.write(status)
+        except OSError as error:
+            self._metrics.publish_errors.labels(publisher="files", reason="oserror").inc()
+            log.error("cannot write role files in %s: %s", self._files.directory, error)
+            return False
+        return True

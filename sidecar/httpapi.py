@@ -1,0 +1,157 @@
+"""The sidecar's HTTP endpoint, and the drop-in for Kubernetes' retired `leader-elector`.
+
+`GET /healthz`  200 while the election worker and the status writer are alive.
+`GET /readyz`   200 once the candidate has a verdict and ZooKeeper is connected.
+`GET /role`     the status document (as in `status.json`).
+`GET /metrics`  Prometheus text.
+`POST /leave`   leave the election without exiting (preStop hooks); `GET` works too,
+                because a Kubernetes `httpGet` lifecycle hook can only send GET.
+`POST /rejoin`  volunteer again after `/leave`.
+
+The leader-elector drop-in serves `GET /` as `{"name": "<leader identity>"}` on a port of
+its own (4040 in that project's examples).
+
+Guaranteed: handlers never wait on ZooKeeper or Kubernetes; they read the status board.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from .state import Role, RoleStatus, ZkState
+
+log = logging.getLogger(__name__)
+
+
+class Sidecar(Protocol):
+    def current(self) -> RoleStatus: ...
+
+    def healthy(self) -> bool: ...
+
+    def leave(self) -> None: ...
+
+    def rejoin(self) -> None: ...
+
+    def metrics_text(self) -> bytes: ...
+
+
+def is_ready(status: RoleStatus) -> bool:
+    return status.role is not Role.UNKNOWN and status.zk is ZkState.CONNECTED
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        log.debug("http: " + format, *args)
+
+    def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, code: int, document: object) -> None:
+        self._send(code, (json.dumps(document) + "\n").encode())
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        route = self.server.routes_get.get(self.path.split("?", 1)[0])
+        if route is None:
+            self._json(404, {"error": "not found"})
+            return
+        route(self)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        route = self.server.routes_post.get(self.path.split("?", 1)[0])
+        if route is None:
+            self._json(404, {"error": "not found"})
+            return
+        route(self)
+
+
+Route = Callable[[_Handler], None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    routes_get: dict[str, Route]
+    routes_post: dict[str, Route]
+
+
+def sidecar_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]]:
+    def healthz(handler: _Handler) -> None:
+        ok = sidecar.healthy()
+        handler._json(200 if ok else 503, {"healthy": ok})
+
+    def readyz(handler: _Handler) -> None:
+        status = sidecar.current()
+        ready = is_ready(status)
+        handler._json(200 if ready else 503, {"ready": ready, "role": status.role.value})
+
+    def role(handler: _Handler) -> None:
+        handler._json(200, sidecar.current().to_dict())
+
+    def metrics(handler: _Handler) -> None:
+        handler._send(200, sidecar.metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def leave(handler: _Handler) -> None:
+        sidecar.leave()
+        handler._json(202, {"left": True})
+
+    def rejoin(handler: _Handler) -> None:
+        sidecar.rejoin()
+        handler._json(202, {"rejoined": True})
+
+    routes_get: dict[str, Route] = {
+        "/healthz": healthz, "/readyz": readyz, "/role": role, "/metrics": metrics,
+        "/leave": leave,
+    }
+    return routes_get, {"/leave": leave, "/rejoin": rejoin}
+
+
+def elector_routes(current: Callable[[], RoleStatus]) -> dict[str, Route]:
+    def leader(handler: _Handler) -> None:
+        handler._json(200, {"name": current().leader or ""})
+
+    return {"/": leader}
+
+
+class HttpServer:
+    """A threaded HTTP server on its own thread; `stop()` shuts it down and waits."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        routes_get: dict[str, Route],
+        routes_post: dict[str, Route] | None = None,
+    ) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.routes_get = routes_get
+        self._server.routes_post = routes_post or {}
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+            name=f"http-{port}", daemon=True,
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout)
+        self._server.server_close()

@@ -1,0 +1,255 @@
+"""A real ZooKeeper ensemble of local Java processes, for the demo, the tests and benchmarks.
+
+Uses the ZooKeeper jar of Debian's `zookeeper` package (or `$ZOOKEEPER_HOME`). Each server
+listens on loopback ports chosen at start; `tick_time` is configurable so that tests may use
+session timeouts of one or two seconds (the server allows [2, 20] ticks).
+
+Guaranteed: `start()` returns once every server answers `srvr` with a mode of `leader` or
+`follower`; `stop()` kills every process and removes the data unless told to keep it.
+Not guaranteed: anything about ports staying free between `free_port()` and the bind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
+
+
+class EnsembleError(Exception):
+    """The ensemble could not be found or started."""
+
+
+def find_zookeeper_classpath() -> str:
+    """The classpath of a ZooKeeper server: `$ZOOKEEPER_HOME` first, then Debian's jar."""
+    home = os.environ.get("ZOOKEEPER_HOME")
+    if home:
+        jars = sorted(Path(home).glob("lib/*.jar")) + sorted(Path(home).glob("zookeeper-*.jar"))
+        if jars:
+            return os.pathsep.join(str(jar) for jar in jars)
+        raise EnsembleError(f"ZOOKEEPER_HOME={home} holds no ZooKeeper jars")
+    if DEBIAN_JAR.exists():
+        return str(DEBIAN_JAR)
+    raise EnsembleError(
+        "no ZooKeeper found: install Debian's 'zookeeper' package "
+        "(apt-get install zookeeper) or set ZOOKEEPER_HOME"
+    )
+
+
+def find_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise EnsembleError("no 'java' on PATH: ZooKeeper needs a Java runtime")
+    return java
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def four_letter(port: int, command: str, timeout: float = 1.0) -> str:
+    """Send a four-letter command (`srvr`, `ruok`, `wchc`, ...) and return the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(command.encode())
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@dataclasses.dataclass
+class Server:
+    myid: int
+    client_port: int
+    quorum_port: int
+    election_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def mode(self) -> str | None:
+        """`leader`, `follower`, `standalone`, or None when the server does not serve."""
+        try:
+            answer = four_letter(self.client_port, "srvr")
+        except OSError:
+            return None
+        for line in answer.splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Ensemble:
+    """`size` ZooKeeper servers on loopback, in a temporary directory of their own."""
+
+    def __init__(
+        self,
+        size: int = 3,
+        tick_time_ms: int = 200,
+        base_dir: Path | None = None,
+        heap_mb: int = 128,
+    ) -> None:
+        self.size = size
+        self.tick_time_ms = tick_time_ms
+        self.heap_mb = heap_mb
+        self._own_dir = base_dir is None
+        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="zk-ensemble-"))
+        self.classpath = find_zookeeper_classpath()
+        self.java = find_java()
+        self.servers = [
+            Server(
+                myid=i + 1,
+                client_port=free_port(),
+                quorum_port=free_port(),
+                election_port=free_port(),
+                data_dir=self.base_dir / f"server{i + 1}",
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def connect_string(self) -> str:
+        return ",".join(server.address for server in self.servers)
+
+    @property
+    def min_session_timeout(self) -> float:
+        return 2 * self.tick_time_ms / 1000
+
+    @property
+    def max_session_timeout(self) -> float:
+        return 20 * self.tick_time_ms / 1000
+
+    def _write_config(self, server: Server) -> Path:
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+        (server.data_dir / "myid").write_text(f"{server.myid}\n")
+        lines = [
+            f"tickTime={self.tick_time_ms}",
+            "initLimit=10",
+            "syncLimit=5",
+            f"dataDir={server.data_dir}",
+            f"clientPort={server.client_port}",
+            "clientPortAddress=127.0.0.1",
+            "4lw.commands.whitelist=*",
+            "admin.enableServer=false",
+            "reconfigEnabled=false",
+            "standaloneEnabled=false",
+            "maxClientCnxns=0",
+            # Fast leader election retries quickly on loopback after a server is killed.
+            "cnxTimeout=500",
+        ]
+        lines += [
+            f"server.{peer.myid}=127.0.0.1:{peer.quorum_port}:{peer.election_port}"
+            for peer in self.servers
+        ]
+        config = server.data_dir / "zoo.cfg"
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def start_server(self, server: Server) -> None:
+        if server.running:
+            return
+        config = self._write_config(server)
+        log = open(server.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
+        command = [
+            self.java,
+            f"-Xmx{self.heap_mb}m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Xshare:auto",
+            "-Dzookeeper.admin.enableServer=false",
+            "-cp",
+            self.classpath,
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            str(config),
+        ]
+        try:
+            server.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def start(self, timeout: float = 60.0) -> Ensemble:
+        for server in self.servers:
+            self.start_server(server)
+        self.wait_serving(timeout)
+        return self
+
+    def wait_serving(self, timeout: float = 60.0, servers: list[Server] | None = None) -> None:
+        """Wait until the given (default: all running) servers serve in a quorum."""
+        deadline = time.monotonic() + timeout
+        pending = servers if servers is not None else [s for s in self.servers if s.running]
+        while time.monotonic() < deadline:
+            for server in pending:
+                if server.process is not None and server.process.poll() is not None:
+                    raise EnsembleError(
+                        f"ZooKeeper server {server.myid} exited: see {server.data_dir}/server.log"
+                    )
+            if all(server.mode() in ("leader", "follower") for server in pending):
+                return
+            time.sleep(0.1)
+        raise EnsembleError(f"ZooKeeper ensemble did not form a quorum within {timeout:g}s")
+
+    def leader(self) -> Server | None:
+        for server in self.servers:
+            if server.running and server.mode() == "leader":
+                return server
+        return None
+
+    def kill(self, server: Server) -> None:
+        if server.process is not None and server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(timeout=10)
+        server.process = None
+
+    def restart(self, server: Server) -> None:
+        self.kill(server)
+        self.start_server(server)
+
+    def stop(self, keep_data: bool = False) -> None:
+        for server in self.servers:
+            if server.process is not None and server.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.process.pid, signal.SIGKILL)
+                server.process.wait(timeout=10)
+            server.process = None
+        if self._own_dir and not keep_data:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Ensemble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running_ensemble(size: int = 3, tick_time_ms: int = 200) -> Iterator[Ensemble]:
+    ensemble = Ensemble(size=size, tick_time_ms=tick_time_ms)
+    try:
+        yield ensemble.start()
+    finally:
+        ensemble.stop()

@@ -1,0 +1,301 @@
+"""The one module that imports kazoo: a ZooKeeper session as the election needs it.
+
+What this layer adds to kazoo, and why:
+
+- Every request has a deadline (the negotiated session timeout). kazoo queues requests
+  made while disconnected until it reconnects; the election must never hang on them.
+- The negotiated session timeout is captured from kazoo's own `Session created` log record
+  (kazoo computes it but does not keep it). The lease depends on it: a server may grant
+  less than was asked for, and a lease longer than the server honours would be unsafe.
+- The send time of the newest request the server answered is recorded (monotonic clock).
+  A server answering a request sent at `t` proves the session was alive after `t`, so the
+  server cannot expire it before `t + negotiated timeout` (the server rounds expiry up to
+  the next tick, which only errs on the safe side).
+- kazoo types stay here: callers see `NodeStat`, `SessionEvent` and the small exceptions
+  below.
+
+Not guaranteed: callbacks (state listener and watches) run on kazoo's threads and must
+hand their work off at once; this module does not queue for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    AuthFailedError,
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+from kazoo.protocol.states import EventType, KazooState, WatchedEvent
+from kazoo.retry import KazooRetry
+from kazoo.security import make_acl, make_digest_acl
+
+log = logging.getLogger(__name__)
+
+BLATHER = 5  # kazoo's own log level below DEBUG
+
+
+class ZkError(Exception):
+    """Base of the errors this layer raises."""
+
+
+class NoNode(ZkError):
+    pass
+
+
+class NodeExists(ZkError):
+    pass
+
+
+class NotAuthorized(ZkError):
+    pass
+
+
+class ConnectionTrouble(ZkError):
+    """No answer: connection lost or request timed out. The session may still live."""
+
+
+class SessionGone(ZkError):
+    """The session expired or the client was closed."""
+
+
+class SessionEvent(enum.Enum):
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+class WatchKind(enum.Enum):
+    DELETED = "deleted"
+    CHANGED = "changed"
+    CONNECTION = "connection"  # kazoo fires every watch with NONE on connection loss
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeStat:
+    czxid: int
+    ephemeral_owner: int
+    version: int
+
+
+def _translate(error: BaseException) -> ZkError:
+    if isinstance(error, NoNodeError):
+        return NoNode(str(error))
+    if isinstance(error, NodeExistsError):
+        return NodeExists(str(error))
+    if isinstance(error, NoAuthError | AuthFailedError):
+        return NotAuthorized(str(error) or type(error).__name__)
+    if isinstance(error, SessionExpiredError | ConnectionClosedError):
+        return SessionGone(type(error).__name__)
+    if isinstance(error, ConnectionLoss | OperationTimeoutError | TimeoutError):
+        return ConnectionTrouble(type(error).__name__)
+    if isinstance(error, NotEmptyError):
+        return ZkError("not empty")
+    if isinstance(error, KazooException):
+        return ConnectionTrouble(f"{type(error).__name__}: {error}")
+    return ConnectionTrouble(f"{type(error).__name__}: {error}")
+
+
+class _NegotiatedTimeoutCapture(logging.Filter):
+    """Reads the negotiated timeout off kazoo's `Session created` record; drops BLATHER."""
+
+    def __init__(self, on_timeout: Callable[[float], None]) -> None:
+        super().__init__()
+        self.on_timeout = on_timeout
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= BLATHER:
+            if isinstance(record.msg, str) and record.msg.startswith("Session created"):
+                args = record.args if isinstance(record.args, tuple) else ()
+                if len(args) >= 3 and isinstance(args[2], int | float):
+                    self.on_timeout(float(args[2]) / 1000.0)
+            return False
+        return True
+
+
+def _kazoo_logger(on_timeout: Callable[[float], None]) -> logging.Logger:
+    # A logger of our own per client, parented to kazoo's so its records still reach the
+    # usual handlers; it must see BLATHER records to capture the negotiated timeout.
+    logger = logging.Logger("kazoo.client", level=BLATHER)
+    logger.parent = logging.getLogger("kazoo.client")
+    logger.addFilter(_NegotiatedTimeoutCapture(on_timeout))
+    return logger
+
+
+def parse_auth(zk_auth: str | None) -> tuple[str, str] | None:
+    if not zk_auth:
+        return None
+    user, _, password = zk_auth.partition(":")
+    return user, password
+
+
+class ZkSession:
+    """One kazoo client that reconnects forever and reports plain events.
+
+    `on_session` receives `SessionEvent`s; `on_watch` receives `(path, WatchKind)`. Both are
+    called on kazoo's threads and must not block.
+    """
+
+    def __init__(
+        self,
+        hosts: str,
+        session_timeout: float,
+        on_session: Callable[[SessionEvent], None],
+        on_watch: Callable[[str, WatchKind], None],
+        zk_auth: str | None = None,
+    ) -> None:
+        self.requested_timeout = session_timeout
+        self._negotiated: float | None = None
+        self._lock = threading.Lock()
+        self._answered_send: float | None = None
+        self._answered_session: int | None = None
+        self._on_session = on_session
+        self._on_watch = on_watch
+        auth = parse_auth(zk_auth)
+        acl = None
+        auth_data = None
+        if auth is not None:
+            acl = [
+                make_digest_acl(auth[0], auth[1], all=True),
+                make_acl("world", "anyone", read=True),
+            ]
+            auth_data = [("digest", f"{auth[0]}:{auth[1]}")]
+        self.client = KazooClient(
+            hosts=hosts,
+            timeout=session_timeout,
+            connection_retry=KazooRetry(
+                max_tries=-1, delay=0.05, backoff=2, max_delay=2.0, max_jitter=0.2
+            ),
+            default_acl=acl,
+            auth_data=auth_data,
+            logger=_kazoo_logger(self._set_negotiated),
+        )
+        self.client.add_listener(self._listener)
+
+    # -- session ---------------------------------------------------------------------
+
+    def _set_negotiated(self, seconds: float) -> None:
+        self._negotiated = seconds
+
+    @property
+    def negotiated_timeout(self) -> float | None:
+        """What the server granted for the current session (None before the first one)."""
+        return self._negotiated
+
+    @property
+    def call_timeout(self) -> float:
+        return self._negotiated or self.requested_timeout
+
+    @property
+    def session_id(self) -> int | None:
+        session = self.client.client_id
+        return int(session[0]) if session else None
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
+
+    def _listener(self, state: str) -> None:
+        if state == KazooState.CONNECTED:
+            self._on_session(SessionEvent.CONNECTED)
+        elif state == KazooState.SUSPENDED:
+            self._on_session(SessionEvent.SUSPENDED)
+        else:
+            with self._lock:
+                self._answered_send = None
+            self._on_session(SessionEvent.LOST)
+
+    def _watch(self, event: WatchedEvent) -> None:
+        if event.type == EventType.NONE:
+            kind = WatchKind.CONNECTION
+        elif event.type == EventType.DELETED:
+            kind = WatchKind.DELETED
+        else:
+            kind = WatchKind.CHANGED
+        self._on_watch(event.path or "", kind)
+
+    def start(self) -> None:
+        """Connect in the background; never raises for an unreachable ensemble."""
+        self.client.start_async()
+
+    def close(self) -> None:
+        try:
+            self.client.stop()
+        finally:
+            self.client.close()
+
+    def answered_send_time(self) -> float | None:
+        """Monotonic send time of the newest request answered in the current session."""
+        with self._lock:
+            if self._answered_session != self.session_id:
+                return None
+            return self._answered_send
+
+    # -- requests --------------------------------------------------------------------
+
+    def _call(self, start: Callable[[], Any], timeout: float | None = None) -> Any:
+        session = self.session_id
+        sent = time.monotonic()
+        try:
+            result = start().get(timeout=timeout or self.call_timeout)
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                raise
+            raise _translate(error) from None
+        self._record_answer(session, sent)
+        return result
+
+    def _record_answer(self, session: int | None, sent: float) -> None:
+        with self._lock:
+            if session is None or session != self.session_id:
+                return
+            if self._answered_session != session:
+                self._answered_session, self._answered_send = session, sent
+            elif self._answered_send is None or sent > self._answered_send:
+                self._answered_send = sent
+
+    def ensure_path(self, path: str) -> None:
+        self._call(lambda: self.client.ensure_path_async(path))
+
+    def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> str:
+        node: str = self._call(
+            lambda: self.client.create_async(path_prefix, data, ephemeral=True, sequence=True)
+        )
+        return node
+
+    def children(self, path: str) -> list[str]:
+        names: list[str] = self._call(lambda: self.client.get_children_async(path))
+        return names
+
+    def stat(self, path: str, watch: bool = False) -> NodeStat | None:
+        """Stat of `path` or None if absent; with `watch`, a watch is left on it either way."""
+        watcher = self._watch if watch else None
+        stat = self._call(lambda: self.client.exists_async(path, watch=watcher))
+        if stat is None:
+            return None
+        return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
+
+    def get(self, path: str) -> tuple[bytes, NodeStat]:
+        data, stat = self._call(lambda: self.client.get_async(path))
+        return bytes(data), NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
+
+    def delete(self, path: str, timeout: float | None = None) -> None:
+        self._call(lambda: self.client.delete_async(path), timeout=timeout)
+
+    def set_data(self, path: str, data: bytes) -> None:
+        self._call(lambda: self.client.set_async(path, data))
