@@ -151,6 +151,9 @@ class StatusBoard:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def wait_written(self, timeout: float) -> bool:
         """Wait until the newest status is in the role files."""
         deadline = time.monotonic() + timeout

@@ -160,6 +160,9 @@ class Election:
         self._thread.start()
         self.zk.start()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def step_down(self) -> None:
         self._events.put(Event(Kind.STEP_DOWN))
 

@@ -125,7 +125,8 @@ class _NegotiatedTimeoutCapture(logging.Filter):
                 if len(args) >= 3 and isinstance(args[2], int | float):
                     self.on_timeout(float(args[2]) / 1000.0)
             return False
-        return True
+        # Below BLATHER we only listen; everything else obeys kazoo's configured level.
+        return record.levelno >= logging.getLogger("kazoo.client").getEffectiveLevel()
 
 
 def _kazoo_logger(on_timeout: Callable[[float], None]) -> logging.Logger:
@@ -232,6 +233,15 @@ class ZkSession:
     def start(self) -> None:
         """Connect in the background; never raises for an unreachable ensemble."""
         self.client.start_async()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected (for one-shot commands such as `status`)."""
+        deadline = time.monotonic() + timeout
+        while not self.connected:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def close(self) -> None:
         try:
