@@ -24,21 +24,20 @@ from typing import Any
 
 from .state import Role, RoleStatus
 
-ROLE_FILE = "role"
 STATUS_FILE = "status.json"
 
 
 def read_answer(role_dir: Path, now: dt.datetime) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of `GET /` for the role directory as it is now.
 
-    The sidecar replaces both files atomically, so each read sees a whole file; the two
-    files may come from two consecutive verdicts, and `status.json` (the richer one) wins.
+    The sidecar replaces `status.json` atomically, so a read sees a whole verdict; it is the
+    one file read here, since it alone carries identity, epoch and lease.
     """
     try:
         document = json.loads((role_dir / STATUS_FILE).read_text(encoding="utf-8"))
         status = RoleStatus.from_dict(document)
     except (OSError, ValueError, KeyError, TypeError):
-        return 503, unknown_answer(role_dir)
+        return 503, unknown_answer()
     body = {
         "role": status.role.value,
         "identity": status.identity,
@@ -50,14 +49,15 @@ def read_answer(role_dir: Path, now: dt.datetime) -> tuple[int, dict[str, Any]]:
     return (503 if status.role is Role.UNKNOWN else 200), body
 
 
-def unknown_answer(role_dir: Path) -> dict[str, Any]:
-    """What we can say without `status.json`: the role file alone, if it is there."""
-    try:
-        word = (role_dir / ROLE_FILE).read_text(encoding="utf-8").strip()
-        role = Role(word).value
-    except (OSError, ValueError):
-        role = Role.UNKNOWN.value
-    return {"role": role, "identity": None, "epoch": None, "leader": None, "lease_valid": False}
+def unknown_answer() -> dict[str, Any]:
+    """No readable verdict (files missing or partial): nothing an application may act on."""
+    return {
+        "role": Role.UNKNOWN.value,
+        "identity": None,
+        "epoch": None,
+        "leader": None,
+        "lease_valid": False,
+    }
 
 
 class DemoAppHandler(http.server.BaseHTTPRequestHandler):

@@ -1,0 +1,34 @@
+# leader-sidecar image: the sidecar (`leader-sidecar run`), the demo application
+# (`leader-sidecar demo-app`) and the chart's test pods all run from it.
+#
+# Build:  docker build -t leader-sidecar:dev .
+# The runtime stage has no build tools and no pip cache, runs as a numeric non-root user
+# (so that Kubernetes can verify runAsNonRoot) and needs no writable root filesystem.
+
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+# --- build: the project's wheel plus wheels of all its dependencies -----------------------
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sidecar ./sidecar
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# --- runtime ------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+# No .pyc writes at run time (the root filesystem is read-only; pip compiled them at
+# install), and logs reach `kubectl logs` at once.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 sidecar \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin sidecar
+# Install from the built wheels only, offline, without keeping them in a layer.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m pip install --no-cache-dir --no-index --find-links /wheels leader-sidecar \
+    && leader-sidecar --help >/dev/null
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080 8081
+ENTRYPOINT ["leader-sidecar"]
+CMD ["run"]
