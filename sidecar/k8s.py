@@ -1,0 +1,575 @@
+"""The Kubernetes face of one sidecar: the only module that imports the `kubernetes` client.
+
+It gives:
+
+- `client_configuration(config)`: a client configuration of its own (never the client's
+  global default, so several sidecars can share a process): `--kubeconfig` if given, else
+  in-cluster (service account) inside a pod, else `KUBECONFIG`/`~/.kube/config`;
+  `api_connection(config)` distils it into plain data for kopf's login.
+- `KubernetesPublisher`: a `Publisher` that puts the role on the own pod (label
+  `<role_label>=leader|follower|unknown`, annotations `leader-election/epoch` and
+  `leader-election/leader`) and posts Events (`Elected`, `Demoted`, `SteppedDown`).
+- `list_group_pods(config)`: the group's pods with their role label and annotations, for
+  `leader-sidecar status --kubernetes`.
+
+Guaranteed: `publish()` returns at once and never raises; it only records the newest status
+and wakes the publisher's own worker thread. The worker coalesces (whatever arrived while a
+request was in flight, only the newest role is written next; an older one is never written
+after a newer one), retries failed requests with capped exponential backoff and full jitter,
+and logs a failure once per kind of failure (again only when the kind changes, and once
+when it recovers). Nothing here can block or fail the election or the role files: a dead
+API only leaves the label stale, and `on_label_sync(False)` says so.
+
+Not guaranteed: that the label is right at any given instant (it lags the election by one
+API round trip, or by the outage); that every Event is posted (Events are best effort:
+kept and retried through transient faults, dropped on permanent ones such as 403, at most
+`MAX_PENDING_EVENTS` kept); exactly-once Events (a retried create whose reply was lost may
+post twice). Merge patches carry no resourceVersion, so another writer of the same label
+(a user, a stale peer) can win until the operator (sidecar/operator.py) restores it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+
+from .config import Config
+from .metrics import Metrics
+from .state import Role, RoleStatus
+
+log = logging.getLogger(__name__)
+
+GROUP_LABEL = "leader-election/name"
+EPOCH_ANNOTATION = "leader-election/epoch"
+LEADER_ANNOTATION = "leader-election/leader"
+STEP_DOWN_ANNOTATION = "leader-election/step-down"
+ELECTED, DEMOTED, STEPPED_DOWN = "Elected", "Demoted", "SteppedDown"
+COMPONENT = "leader-sidecar"
+MERGE_PATCH = "application/merge-patch+json"
+PUBLISHER = "kubernetes"  # the `publisher` label value of the shared metrics
+MAX_PENDING_EVENTS = 32
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+class KubernetesConfigError(Exception):
+    """No usable client configuration (no kubeconfig, not in a cluster, malformed file)."""
+
+
+class KubernetesApiError(Exception):
+    """A request of `list_group_pods` failed; the message is one line for the CLI."""
+
+
+# --- client construction --------------------------------------------------------------------
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(SERVICE_ACCOUNT_TOKEN)
+
+
+def client_configuration(config: Config) -> kubernetes.client.Configuration:
+    """A fresh client configuration for `config` (see the module docstring for the order)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        if config.kubeconfig:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=config.kubeconfig, client_configuration=configuration)
+        elif in_cluster():
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
+        else:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration)
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as error:
+        where = config.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise KubernetesConfigError(
+            f"no Kubernetes client configuration (not in a cluster; kubeconfig {where}): {error}"
+        ) from None
+    # Our worker retries with backoff and jitter; urllib3's own immediate retries would only
+    # triple the load on a struggling API server and log a warning per attempt.
+    configuration.retries = 0
+    return configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConnection:
+    """Where and how to reach the API, as plain data (kopf's login handler uses it)."""
+
+    server: str
+    ca_path: str | None = None
+    insecure: bool = False
+    scheme: str | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+
+
+def api_connection(config: Config) -> ApiConnection:
+    configuration = client_configuration(config)
+    if configuration.refresh_api_key_hook is not None:  # in-cluster: re-read the rotated token
+        configuration.refresh_api_key_hook(configuration)
+    header = (configuration.get_api_key_with_prefix("BearerToken")
+              or configuration.get_api_key_with_prefix("authorization"))
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (
+        parts[0], parts[1])
+    return ApiConnection(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+    )
+
+
+def core_api(config: Config) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(client_configuration(config)))
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """One failed request, classified: `reason` is the metric label, `permanent` means
+    retrying the same request cannot help until someone changes something (RBAC, pod)."""
+
+    reason: str
+    detail: str
+    permanent: bool = False
+
+
+def classify(error: BaseException) -> Failure:
+    if isinstance(error, ApiException):
+        status = error.status or 0
+        text = f"HTTP {status} {error.reason or ''}".strip()
+        if status == 403:
+            return Failure("forbidden", text, permanent=True)
+        if status == 401:
+            return Failure("unauthorized", text, permanent=True)
+        if status == 404:
+            return Failure("not_found", text, permanent=True)
+        if status == 409:
+            return Failure("conflict", text)
+        if status == 429:
+            return Failure("throttled", text)
+        if status >= 500:
+            return Failure("server_error", text)
+        return Failure("rejected", text, permanent=True)
+    if isinstance(error, urllib3.exceptions.TimeoutError | TimeoutError):
+        return Failure("timeout", type(error).__name__)
+    if isinstance(error, urllib3.exceptions.HTTPError | OSError):
+        cause = getattr(error, "reason", None) or error
+        return Failure("unreachable", str(cause).split(": ")[-1][:200])
+    return Failure("error", f"{type(error).__name__}: {error}"[:200])
+
+
+def explain(failure: Failure, verb: str, resource: str, namespace: str, name: str | None) -> str:
+    """One log line a person can act on."""
+    if failure.reason == "forbidden":
+        return (f"forbidden: the sidecar's ServiceAccount needs {verb!r} on {resource!r} in "
+                f"namespace {namespace!r} (a Role rule: apiGroups [\"\"], resources "
+                f"[\"{resource}\"], verbs [\"{verb}\"]); retrying slowly until it has it")
+    if failure.reason == "not_found" and resource == "pods":
+        return (f"own pod {name!r} not found in namespace {namespace!r}: POD_NAME and "
+                "POD_NAMESPACE must come from the downward API (metadata.name, "
+                "metadata.namespace); retrying slowly")
+    if failure.reason == "unauthorized":
+        return "unauthorized: the API server rejected the sidecar's credentials; retrying"
+    what = f"{verb} {resource}" + (f" {name!r}" if name else "") + f" in {namespace!r}"
+    return f"Kubernetes API: {what} failed ({failure.reason}: {failure.detail}); retrying with backoff"
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS architecture blog style): a crowd
+    of sidecars that lost the API together does not come back in lockstep."""
+
+    def __init__(self, base: float = 0.1, cap: float = 3.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# --- the publisher ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Wanted:
+    """What the own pod should show: only what the label/annotations carry, so that a lease
+    renewal (same role, same epoch) causes no API request at all."""
+
+    role: Role
+    epoch: int | None
+    leader: str | None
+
+    @classmethod
+    def of(cls, status: RoleStatus) -> Wanted:
+        return cls(status.role, status.epoch, status.leader)
+
+    def patch(self, role_label: str) -> dict[str, Any]:
+        return {"metadata": {
+            "labels": {role_label: self.role.value},
+            # null removes an annotation (merge patch): no stale epoch/leader while unknown.
+            "annotations": {
+                EPOCH_ANNOTATION: str(self.epoch) if self.epoch is not None else None,
+                LEADER_ANNOTATION: self.leader,
+            },
+        }}
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingEvent:
+    reason: str
+    message: str
+    type: str
+    when: dt.datetime
+    pod: str  # the involved pod (the own pod unless the operator names another)
+    uid: str | None = None
+
+
+class KubernetesPublisher:
+    """Publishes the role on the own pod; see the module docstring for the guarantees.
+
+    The worker thread starts in the constructor and runs until `stop()`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        on_label_sync: Callable[[bool], None],
+        *,
+        api: kubernetes.client.CoreV1Api | None = None,
+        backoff: Backoff | None = None,
+        request_timeout: tuple[float, float] = (2.0, 5.0),
+    ) -> None:
+        if config.namespace is None:
+            raise ValueError("the Kubernetes publisher needs the pod's namespace")
+        self.pod = config.identity
+        self.namespace: str = config.namespace
+        self.role_label = config.role_label
+        self.election = config.election
+        self._api = api if api is not None else core_api(config)
+        self._metrics = metrics
+        self._on_label_sync = on_label_sync
+        self._backoff = backoff or Backoff()
+        self._timeout = request_timeout
+        self._cond = threading.Condition()
+        # All below is guarded by _cond.
+        self._wanted: Wanted | None = None
+        self._wanted_since: float | None = None  # arrival of the oldest status not yet written
+        self._written: Wanted | None = None
+        self._force = False  # someone changed the label behind our back: write even if equal
+        self._events: collections.deque[PendingEvent] = collections.deque(maxlen=MAX_PENDING_EVENTS)
+        self._last_role: Role | None = None
+        self._last_epoch: int | None = None
+        self._wake = False
+        self._stopping = False
+        self._busy = False
+        self._pod_uid: str | None = None
+        # Touched by the worker thread only.
+        self._in_sync: bool | None = None
+        self._logged: dict[str, str | None] = {}  # operation -> reason last logged
+        self._thread = threading.Thread(
+            target=self._run, name=f"k8s-publisher-{self.pod}", daemon=True)
+        self._thread.start()
+
+    # ---- the Publisher protocol and what the operator may call
+
+    def publish(self, status: RoleStatus) -> None:
+        try:
+            with self._cond:
+                if self._stopping:
+                    return
+                self._record_transition(status)
+                self._set_wanted(Wanted.of(status))
+        except Exception:  # the contract: never raise into the election
+            log.exception("Kubernetes publisher: dropping a status it could not record")
+
+    def restore(self, status: RoleStatus) -> None:
+        """The label was seen to differ from `status`: write it again even if we think it
+        is already there (someone edited it)."""
+        with self._cond:
+            if self._stopping:
+                return
+            self._force = True
+            self._set_wanted(Wanted.of(status))
+            self._wake = True
+            self._cond.notify_all()
+
+    def post_event(self, reason: str, message: str, *, type: str = "Normal",
+                   pod: str | None = None, uid: str | None = None) -> None:
+        """Queue an Event on the own pod (or another pod of the namespace); never blocks."""
+        event = PendingEvent(reason, message, type, dt.datetime.now(dt.UTC), pod or self.pod, uid)
+        with self._cond:
+            if not self._stopping:
+                self._events.append(event)
+                self._wake = True
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the newest status is on the pod and the queued Events are posted.
+        False on timeout (the API is down or forbidden): the caller goes on regardless."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._settled():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    return self._settled()
+                self._cond.wait(remaining)
+            return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the worker and wait for it; bounded by one request timeout (a request in
+        flight cannot be interrupted). True if the worker has ended."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        bound = timeout if timeout is not None else sum(self._timeout) + 1.0
+        self._thread.join(bound)
+        if self._thread.is_alive():
+            log.warning("Kubernetes publisher: worker still in a request after %.1fs", bound)
+            return False
+        self._api.api_client.close()
+        return True
+
+    @property
+    def label_in_sync(self) -> bool | None:
+        return self._in_sync
+
+    # ---- bookkeeping under the lock
+
+    def _set_wanted(self, wanted: Wanted) -> None:
+        if wanted == self._wanted and not self._force:
+            return  # a lease renewal: nothing the pod shows has changed
+        self._wanted = wanted
+        if wanted == self._written and not self._force:
+            self._wanted_since = None
+        elif self._wanted_since is None:
+            self._wanted_since = time.monotonic()
+        self._wake = True
+        self._cond.notify_all()
+
+    def _record_transition(self, status: RoleStatus) -> None:
+        """Events come from the sequence of statuses, not from what reached the pod, so a
+        flap that the label coalesced away is still visible in `kubectl describe`."""
+        became_leader = status.role is Role.LEADER and (
+            self._last_role is not Role.LEADER or status.epoch != self._last_epoch)
+        left_leader = self._last_role is Role.LEADER and status.role is not Role.LEADER
+        now = dt.datetime.now(dt.UTC)
+        if became_leader:
+            self._events.append(PendingEvent(
+                ELECTED, f"became leader of election {self.election!r} (epoch {status.epoch})",
+                "Normal", now, self.pod))
+        elif left_leader:
+            self._events.append(PendingEvent(
+                DEMOTED, f"no longer leader of election {self.election!r}: now "
+                f"{status.role.value} (leader: {status.leader or 'unknown'})",
+                "Normal", now, self.pod))
+        self._last_role, self._last_epoch = status.role, status.epoch
+
+    def _settled(self) -> bool:
+        return (not self._events and not self._force and not self._busy
+                and self._wanted == self._written)
+
+    # ---- the worker
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a bug: say so loudly, the election carries on without the label
+            log.exception("Kubernetes publisher: worker crashed; the role label is no longer updated")
+
+    def _loop(self) -> None:
+        delay = 0.0
+        while True:
+            with self._cond:
+                deadline = time.monotonic() + delay if delay else None
+                while not self._stopping and not (self._wake or (deadline and self._due(deadline))):
+                    self._cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if self._stopping:
+                    return
+                self._wake = False
+                self._busy = True
+            try:
+                ok = self._write_label() and self._post_events()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+            if ok:
+                self._backoff.reset()
+                delay = 0.0
+            else:
+                delay = self._backoff.next_delay()
+
+    @staticmethod
+    def _due(deadline: float) -> bool:
+        return time.monotonic() >= deadline
+
+    def _write_label(self) -> bool:
+        with self._cond:
+            wanted, since, force = self._wanted, self._wanted_since, self._force
+            if wanted is None or (wanted == self._written and not force):
+                return True
+            self._force = False
+        self._set_in_sync(False)
+        try:
+            pod = self._api.patch_namespaced_pod(
+                self.pod, self.namespace, wanted.patch(self.role_label),
+                _content_type=MERGE_PATCH, _request_timeout=self._timeout)
+        except Exception as error:
+            with self._cond:
+                self._force = self._force or force
+            self._failed("patch", "pods", self.pod, error)
+            return False
+        self._succeeded("patch")
+        labels = (pod.metadata.labels or {}) if pod.metadata else {}
+        with self._cond:
+            self._written = wanted
+            self._pod_uid = pod.metadata.uid if pod.metadata else None
+            current = self._wanted == wanted and not self._force
+            if current:
+                self._wanted_since = None
+            self._cond.notify_all()
+        if current and since is not None:
+            self._metrics.publish_seconds.labels(publisher=PUBLISHER).observe(time.monotonic() - since)
+        self._set_in_sync(current and labels.get(self.role_label) == wanted.role.value)
+        return True
+
+    def _post_events(self) -> bool:
+        while True:
+            with self._cond:
+                if not self._events or self._stopping:
+                    return True
+                event, uid = self._events[0], self._pod_uid
+            try:
+                body: Any = self._event_body(event, uid)  # the client accepts plain JSON too
+                self._api.create_namespaced_event(
+                    self.namespace, body, _request_timeout=self._timeout)
+            except Exception as error:
+                failure = self._failed("create", "events", None, error)
+                if not failure.permanent:
+                    return False
+                # 403/404/422 would fail again and again: drop it, keep the label going.
+            else:
+                self._succeeded("create")
+            with self._cond:
+                if self._events and self._events[0] is event:
+                    self._events.popleft()
+                self._cond.notify_all()
+
+    def _event_body(self, event: PendingEvent, own_uid: str | None) -> dict[str, Any]:
+        stamp = event.when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
+                                    "name": event.pod, "namespace": self.namespace}
+        uid = event.uid if event.pod != self.pod else (event.uid or own_uid)
+        if uid:
+            involved["uid"] = uid
+        return {
+            "apiVersion": "v1", "kind": "Event",
+            # client-go's naming: unique without generateName, sortable by time.
+            "metadata": {"name": f"{event.pod}.{time.time_ns():x}{secrets.token_hex(2)}",
+                         "namespace": self.namespace},
+            "involvedObject": involved,
+            "reason": event.reason, "message": event.message, "type": event.type,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "source": {"component": COMPONENT, "host": self.pod},
+            "reportingComponent": COMPONENT, "reportingInstance": self.pod,
+        }
+
+    # ---- reporting (worker thread only)
+
+    def _failed(self, verb: str, resource: str, name: str | None, error: BaseException) -> Failure:
+        failure = classify(error)
+        self._metrics.publish_errors.labels(publisher=PUBLISHER, reason=failure.reason).inc()
+        if self._logged.get(verb) != failure.reason:  # no storm: once per kind of failure
+            self._logged[verb] = failure.reason
+            level = logging.ERROR if failure.permanent else logging.WARNING
+            log.log(level, "%s", explain(failure, verb, resource, self.namespace, name))
+        return failure
+
+    def _succeeded(self, verb: str) -> None:
+        if self._logged.get(verb) is not None:
+            log.info("Kubernetes API: %s works again", verb)
+        self._logged[verb] = None
+
+    def _set_in_sync(self, value: bool) -> None:
+        if value == self._in_sync:
+            return
+        self._in_sync = value
+        self._metrics.label_in_sync.set(1 if value else 0)
+        try:
+            self._on_label_sync(value)
+        except Exception:  # a listener must not stop the publisher
+            log.exception("Kubernetes publisher: on_label_sync listener failed")
+
+
+# --- the group, for `leader-sidecar status --kubernetes` ----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PodRole:
+    name: str
+    role_label: str | None
+    epoch: int | None
+    leader_annotation: str | None
+
+    def agrees_with(self, zk_leader: str | None) -> bool:
+        """The label agrees with ZooKeeper when exactly the leader's pod says `leader`."""
+        return (self.role_label == Role.LEADER.value) == (zk_leader is not None and self.name == zk_leader)
+
+
+def list_group_pods(config: Config, *, timeout: float = 10.0) -> list[PodRole]:
+    """The pods labelled `leader-election/name=<election>` in the namespace, by name.
+
+    Raises `KubernetesConfigError` or `KubernetesApiError` (one-line messages)."""
+    namespace = config.namespace or "default"
+    api = core_api(config)
+    try:
+        pods = api.list_namespaced_pod(
+            namespace, label_selector=f"{GROUP_LABEL}={config.election}", _request_timeout=timeout)
+    except Exception as error:
+        failure = classify(error)
+        raise KubernetesApiError(explain(failure, "list", "pods", namespace, None)
+                                 .replace("; retrying slowly until it has it", "")
+                                 .replace("; retrying with backoff", "")) from None
+    finally:
+        api.api_client.close()
+    return sorted((_pod_role(pod, config.role_label) for pod in pods.items), key=lambda p: p.name)
+
+
+def _pod_role(pod: Any, role_label: str) -> PodRole:
+    labels = pod.metadata.labels or {}
+    annotations = pod.metadata.annotations or {}
+    raw_epoch = annotations.get(EPOCH_ANNOTATION)
+    try:
+        epoch = int(raw_epoch) if raw_epoch is not None else None
+    except ValueError:
+        epoch = None
+    return PodRole(pod.metadata.name, labels.get(role_label), epoch, annotations.get(LEADER_ANNOTATION))

@@ -1,0 +1,299 @@
+"""Operator-style reconciliation of the group's pods with kopf: the only module importing kopf.
+
+kopf runs in the sidecar's process, on a thread of its own with its own asyncio loop, with
+its own `OperatorRegistry` and settings (so several sidecars can share a process), watching
+only the pods labelled `leader-election/name=<election>` in the own namespace. It:
+
+(a) restores the own role label when someone edits it (through the publisher, which owns
+    that label and its retries);
+(b) while this candidate is the leader, relabels every other pod of the group that still
+    says `leader` to `follower` and posts a `StaleLeaderLabel` Event on it; a pod whose
+    epoch annotation is newer than ours is left alone (then *we* are the stale one);
+(c) on the annotation `leader-election/step-down` on the own pod: if leader, asks the
+    election to step down and posts `SteppedDown`; in any case removes the annotation.
+
+What kopf does for us: the list-then-watch of the group's pods with reconnection and
+backoff, server-side label filtering (`settings.watching.label_selectors`) plus the
+handlers' client-side `labels=` filter, per-pod serialisation and batching of bursts of
+watch events, applying the handler's `patch` (a merge patch) to the handled pod, posting
+Events (`kopf.event`, queued and retried by kopf; it works for any object body, but only
+inside the operator's context: from handlers), and the login handshake re-run on 401.
+
+What it must not do here, and is configured not to: peering (`standalone`), cluster-wide
+scanning of namespaces and CRDs (`scanning.disabled`, one namespace given), and writing its
+state onto pods: only `@kopf.on.event` handlers are registered, which keep no progress or
+diff-base annotations and add no finalizer (timers and daemons would add one, so there are
+none); handler log lines are not posted as Events (`posting.level`).
+
+Guaranteed: handlers never block on the election (`ElectionControl` calls are
+non-blocking) and never raise into kopf for expected conditions. `OperatorHandle.stop()`
+sets kopf's stop flag and joins the thread with a bound. If kopf itself ends with an error
+(say, the API was unreachable for longer than its retries), it is started again after a
+pause. Not guaranteed: reaction time (one watch round trip; nothing happens while the API
+is down, and everything is re-checked from the fresh listing once it is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from .config import Config
+from .k8s import (
+    EPOCH_ANNOTATION,
+    GROUP_LABEL,
+    MERGE_PATCH,
+    STEP_DOWN_ANNOTATION,
+    STEPPED_DOWN,
+    KubernetesPublisher,
+    api_connection,
+    core_api,
+)
+from .state import ElectionControl, Role
+
+log = logging.getLogger(__name__)
+
+STALE_LEADER = "StaleLeaderLabel"
+RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
+
+
+@dataclasses.dataclass
+class _Group:
+    """The last seen labels and annotations of the group's pods (kopf's watch feeds it)."""
+
+    pods: dict[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def update(self, name: str, body: Mapping[str, Any] | None) -> None:
+        with self.lock:
+            if body is None:
+                self.pods.pop(name, None)
+            else:
+                self.pods[name] = body
+
+    def snapshot(self) -> list[Mapping[str, Any]]:
+        with self.lock:
+            return list(self.pods.values())
+
+
+class Reconciler:
+    """The three behaviours, free of kopf so that each is a small function."""
+
+    def __init__(self, config: Config, control: ElectionControl,
+                 publisher: KubernetesPublisher) -> None:
+        self.config = config
+        self.control = control
+        self.publisher = publisher
+        self.group = _Group()
+        self._api = core_api(config)
+
+    def close(self) -> None:
+        self._api.api_client.close()
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any],
+               patch: Any) -> None:
+        name = body.get("metadata", {}).get("name", "")
+        self.group.update(name, None if event_type == "DELETED" else body)
+        if event_type == "DELETED":
+            return
+        if name == self.config.identity:
+            self.own_pod(body, patch)
+            self.sweep()  # e.g. we just became leader: our own label change brings us here
+        else:
+            self.other_pod(body)
+
+    def own_pod(self, body: Mapping[str, Any], patch: Any) -> None:
+        metadata = body.get("metadata", {})
+        annotations = metadata.get("annotations") or {}
+        if STEP_DOWN_ANNOTATION in annotations:
+            self.step_down(body, annotations[STEP_DOWN_ANNOTATION], patch)
+        status = self.control.current()
+        label = (metadata.get("labels") or {}).get(self.config.role_label)
+        if label != status.role.value:
+            log.info("role label of own pod is %r, the election says %r: restoring it",
+                     label, status.role.value)
+            self.publisher.restore(status)
+
+    def step_down(self, body: Mapping[str, Any], value: str, patch: Any) -> None:
+        # kopf applies `patch` (a merge patch; None removes the key) to this pod after us.
+        patch.metadata.annotations[STEP_DOWN_ANNOTATION] = None
+        status = self.control.current()
+        if status.role is not Role.LEADER:
+            log.info("step-down annotation on own pod ignored: not the leader (%s)", status.role.value)
+            return
+        self.control.step_down()
+        self.publisher.post_event(
+            STEPPED_DOWN,
+            f"stepped down as leader of election {self.config.election!r} (epoch "
+            f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}={value!r}); "
+            "volunteering again at the back of the queue")
+
+    def other_pod(self, body: Mapping[str, Any]) -> None:
+        status = self.control.current()
+        if status.role is Role.LEADER and self._claims_leader_wrongly(body, status.epoch):
+            self.relabel(body, status.epoch)
+
+    def sweep(self) -> None:
+        status = self.control.current()
+        if status.role is not Role.LEADER:
+            return
+        for body in self.group.snapshot():
+            name = body.get("metadata", {}).get("name")
+            if name != self.config.identity and self._claims_leader_wrongly(body, status.epoch):
+                self.relabel(body, status.epoch)
+
+    def _claims_leader_wrongly(self, body: Mapping[str, Any], epoch: int | None) -> bool:
+        metadata = body.get("metadata", {})
+        if (metadata.get("labels") or {}).get(self.config.role_label) != Role.LEADER.value:
+            return False
+        raw = (metadata.get("annotations") or {}).get(EPOCH_ANNOTATION)
+        try:
+            theirs = int(raw) if raw is not None else None
+        except ValueError:
+            theirs = None
+        # A newer term than ours means we are the stale one: leave it to the election.
+        return theirs is None or epoch is None or theirs <= epoch
+
+    def relabel(self, body: Mapping[str, Any], epoch: int | None) -> None:
+        metadata = body.get("metadata", {})
+        name = metadata.get("name", "")
+        patch = {"metadata": {"labels": {self.config.role_label: Role.FOLLOWER.value}}}
+        try:
+            self._api.patch_namespaced_pod(name, self.config.namespace or "default", patch,
+                                           _content_type=MERGE_PATCH, _request_timeout=(2.0, 5.0))
+        except Exception as error:  # the next watch event or sweep tries again
+            log.warning("could not relabel stale leader pod %r: %s", name, error)
+            return
+        log.info("relabelled pod %r from leader to follower (stale label)", name)
+        self.publisher.post_event(
+            STALE_LEADER,
+            f"role label said leader, but {self.config.identity!r} is the leader of election "
+            f"{self.config.election!r} (epoch {epoch}): relabelled to follower",
+            type="Warning", pod=name, uid=metadata.get("uid"))
+
+
+def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    labels = {GROUP_LABEL: config.election}
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        connection = api_connection(config)  # re-read: the in-cluster token rotates
+        return kopf.ConnectionInfo(
+            server=connection.server, ca_path=connection.ca_path, insecure=connection.insecure,
+            scheme=connection.scheme, token=connection.token, username=connection.username,
+            password=connection.password, certificate_path=connection.certificate_path,
+            private_key_path=connection.private_key_path, default_namespace=config.namespace,
+        )
+
+    @kopf.on.event("v1", "pods", labels=labels, registry=registry)
+    def group_pod(type: str | None, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconciler.on_pod(type, body, patch)
+
+    return registry
+
+
+def build_settings(config: Config) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True  # a namespaced Role cannot list namespaces or CRDs
+    settings.peering.standalone = True  # every sidecar watches its group: no peering objects
+    settings.posting.level = logging.WARNING  # our Events are explicit; not kopf's log lines
+    settings.posting.reporting_component = "leader-sidecar"
+    settings.posting.reporting_instance = config.identity
+    settings.watching.label_selectors["v1", "pods"] = f"{GROUP_LABEL}={config.election}"
+    # Come back quickly after an API outage; the default adds up to almost a minute.
+    settings.networking.error_backoffs = (0.2, 0.5, 1, 2, 3, 5, 5, 5, 5, 5)
+    settings.networking.request_timeout = 30
+    settings.watching.server_timeout = 300  # renew watches like client-go does
+    settings.process.ultimate_exiting_timeout = None  # never SIGKILL the sidecar's thread
+    return settings
+
+
+class OperatorHandle:
+    """kopf on its own thread and loop; `stop()` is cancel-and-wait with a bound."""
+
+    def __init__(self, config: Config, control: ElectionControl,
+                 publisher: KubernetesPublisher) -> None:
+        if config.namespace is None:
+            raise ValueError("the operator needs the pod's namespace")
+        self.namespace: str = config.namespace
+        self.config = config
+        self.reconciler = Reconciler(config, control, publisher)
+        self._loop = asyncio.new_event_loop()
+        self._stop_flag: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"kopf-{config.identity}", daemon=True)
+
+    def start(self) -> OperatorHandle:
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once kopf has started its watchers (the first listing may still be running)."""
+        return self._ready.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        self._stopping.set()
+        if self._stop_flag is not None:
+            self._loop.call_soon_threadsafe(self._stop_flag.set)
+        self._thread.join(timeout)
+        stopped = not self._thread.is_alive()
+        if not stopped:
+            log.warning("kopf operator thread still running %.1fs after stop", timeout)
+        self.reconciler.close()
+        return stopped
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._supervise())
+        except Exception:
+            log.exception("kopf operator thread crashed; drift is no longer repaired")
+        finally:
+            self._loop.close()
+
+    async def _supervise(self) -> None:
+        self._stop_flag = asyncio.Event()
+        if self._stopping.is_set():
+            return
+        while not self._stopping.is_set():
+            settings = build_settings(self.config)
+            ready = asyncio.Event()
+            waiter = asyncio.create_task(self._signal_ready(ready))
+            try:
+                await kopf.operator(
+                    registry=build_registry(self.config, self.reconciler),
+                    settings=settings,
+                    namespaces=[self.namespace],
+                    standalone=True,
+                    stop_flag=self._stop_flag,
+                    ready_flag=ready,
+                )
+            except Exception as error:
+                log.warning("kopf operator ended (%s); starting it again in %.0fs",
+                            error, RESTART_PAUSE)
+            finally:
+                waiter.cancel()
+                settings.execution.executor.shutdown(wait=False, cancel_futures=True)
+            if not self._stopping.is_set():
+                try:
+                    await asyncio.wait_for(self._stop_flag.wait(), RESTART_PAUSE)
+                except TimeoutError:
+                    pass
+
+    async def _signal_ready(self, ready: asyncio.Event) -> None:
+        await ready.wait()
+        self._ready.set()
+
+
+def start_operator(config: Config, control: ElectionControl,
+                   publisher: KubernetesPublisher) -> OperatorHandle:
+    """Start kopf for this sidecar's group; stop it with `OperatorHandle.stop()`."""
+    return OperatorHandle(config, control, publisher).start()

@@ -1,0 +1,60 @@
+"""Test doubles of OUR protocols (never of the Kubernetes API: that is the emulator)."""
+
+from __future__ import annotations
+
+import threading
+
+from sidecar.k8s import KubernetesPublisher
+from sidecar.state import Role, RoleStatus, ZkState
+
+ELECTION = "demo"
+
+
+def status(identity: str, role: Role, leader: str | None = None, epoch: int | None = None) -> RoleStatus:
+    if role is Role.LEADER:
+        leader = identity
+    return RoleStatus(election=ELECTION, identity=identity, role=role, leader=leader,
+                      epoch=epoch, zk=ZkState.CONNECTED)
+
+
+class Sync:
+    """Records `on_label_sync` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, value: bool) -> None:
+        with self._lock:
+            self.calls.append(value)
+
+    @property
+    def last(self) -> bool | None:
+        with self._lock:
+            return self.calls[-1] if self.calls else None
+
+
+class FakeControl:
+    """A stand-in for the election behind OUR `ElectionControl` protocol (not a fake API)."""
+
+    def __init__(self, initial: RoleStatus) -> None:
+        self.status = initial
+        self.step_downs = 0
+        self.publisher: KubernetesPublisher | None = None
+
+    def current(self) -> RoleStatus:
+        return self.status
+
+    def step_down(self) -> None:
+        self.step_downs += 1
+        follower = self.status.replace(role=Role.FOLLOWER, leader=None)
+        self.set(follower)
+
+    def leave(self) -> None:
+        self.set(self.status.replace(role=Role.UNKNOWN))
+
+    def set(self, new: RoleStatus) -> None:
+        """What the runner does on a verdict: remember it and publish it."""
+        self.status = new
+        if self.publisher is not None:
+            self.publisher.publish(new)
