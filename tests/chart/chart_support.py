@@ -1,0 +1,136 @@
+"""Shared constants and helpers of the deployment tests (fixtures are in conftest.py).
+
+A module of its own, with a unique name, because `conftest` is not importable by name when
+several test directories have one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import yaml
+from helm_python import _native
+
+REPO = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO / "charts" / "leader-election"
+RELEASE = "demo"
+NAMESPACE = "leader-election"
+
+# The Kubernetes versions the chart supports, as kubernetes-validate ships their schemas:
+# native sidecars need 1.29; the plain-container fallback goes back to 1.25, the oldest
+# release kubernetes-validate has; 1.37 is the newest it has.
+OLDEST_NATIVE = "1.29.0"
+OLDEST_PLAIN = "1.25.0"
+NEWEST = "1.37.0"
+
+# Values combinations every structural test runs against (name -> values).
+COMBINATIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "app-1": {"app": {"replicas": 1}},
+    "app-5": {"app": {"replicas": 5}},
+    "zookeeper-1": {"zookeeper": {"replicas": 1}},
+    "zookeeper-5": {"zookeeper": {"replicas": 5}},
+    "plain-sidecar": {"sidecar": {"native": False}},
+    "no-persistence": {"zookeeper": {"persistence": {"enabled": False}}},
+    "network-policy": {"networkPolicy": {"enabled": True}},
+    "auth": {"zkAuth": {"enabled": True, "credentials": "sidecar:s3cret"}},
+    "auth-existing-secret": {"zkAuth": {"enabled": True, "existingSecret": "my-zk-creds"}},
+    "external-ensemble": {
+        "zookeeper": {"enabled": False},
+        "externalZookeeper": {"hosts": "zk-a.example:2181,zk-b.example:2181/apps"},
+    },
+    "hard-anti-affinity": {"zookeeper": {"antiAffinity": "hard"}},
+    "custom-app": {"app": {"image": {"repository": "registry.example/shop", "tag": "1.2.3"}}},
+    "everything-off": {
+        "sidecar": {"native": False},
+        "app": {"pdb": {"enabled": False}, "preStopLeave": False},
+        "zookeeper": {"persistence": {"enabled": False}, "pdb": {"enabled": False}},
+        "tests": {"enabled": False},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Manifests:
+    """The objects one render produced."""
+
+    values: dict[str, Any]
+    objects: list[dict[str, Any]]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        for obj in self.of_kind(kind):
+            if obj["metadata"]["name"] == name:
+                return obj
+        names = [o["metadata"]["name"] for o in self.of_kind(kind)]
+        raise AssertionError(f"no {kind} named {name}; there are {names}")
+
+    def has(self, kind: str, name: str) -> bool:
+        return any(o["metadata"]["name"] == name for o in self.of_kind(kind))
+
+    def pod_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every pod spec: StatefulSet templates and the test Pods, by object name."""
+        specs = [(o["metadata"]["name"], o["spec"]) for o in self.of_kind("Pod")]
+        for sts in self.of_kind("StatefulSet"):
+            specs.append((sts["metadata"]["name"], sts["spec"]["template"]["spec"]))
+        return specs
+
+    @property
+    def app(self) -> dict[str, Any]:
+        return self.get("StatefulSet", RELEASE)
+
+    @property
+    def app_pod(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.app["spec"]["template"]["spec"]
+        return spec
+
+    def container(self, name: str) -> dict[str, Any]:
+        """A container of the application pod, wherever it is (init or regular)."""
+        pod = self.app_pod
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            if container["name"] == name:
+                return dict(container)
+        raise AssertionError(f"no container {name} in the application pod")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    """name -> value (or the valueFrom dict) of a container's environment."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def parse_manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for path in sorted(rendered):
+        if not path.endswith((".yaml", ".yml")):
+            continue  # NOTES.txt
+        objects.extend(doc for doc in yaml.safe_load_all(rendered[path]) if doc)
+    return objects
+
+
+def render_for_cluster(
+    chart: helm_python.Chart, values: dict[str, Any], kube_version: str
+) -> dict[str, str]:
+    """`Chart.render`, plus the cluster version that `.Capabilities.KubeVersion` reports.
+
+    helm-python-sdk 0.2 does not expose the `kube_version` render option that its native
+    library (helm-c-sdk) accepts, so this calls the library the way `Chart.render` does.
+    Without it every render would claim Helm's built-in default version, and the chart's
+    "native sidecar needs 1.29" check could not be exercised.
+    """
+    options = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "is_install": True,
+        "kube_version": f"v{kube_version.lstrip('v')}",
+    }
+    rendered = _native.call_string(
+        "helm_render", chart._raw(), json.dumps(values), json.dumps(options)
+    )
+    manifests: dict[str, str] = json.loads(rendered)
+    return manifests
