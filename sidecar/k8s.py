@@ -86,13 +86,16 @@ def client_configuration(config: Config) -> kubernetes.client.Configuration:
     try:
         if config.kubeconfig:
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=config.kubeconfig, client_configuration=configuration)
+                config_file=config.kubeconfig, client_configuration=configuration
+            )
         elif in_cluster():
             kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
+                client_configuration=configuration
+            )
         else:
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
+                client_configuration=configuration
+            )
     except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as error:
         where = config.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise KubernetesConfigError(
@@ -123,11 +126,13 @@ def api_connection(config: Config) -> ApiConnection:
     configuration = client_configuration(config)
     if configuration.refresh_api_key_hook is not None:  # in-cluster: re-read the rotated token
         configuration.refresh_api_key_hook(configuration)
-    header = (configuration.get_api_key_with_prefix("BearerToken")
-              or configuration.get_api_key_with_prefix("authorization"))
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
     parts = header.split(" ", 1) if header else []
-    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (
-        parts[0], parts[1])
+    scheme, token = (
+        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    )
     return ApiConnection(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert or None,
@@ -186,17 +191,23 @@ def classify(error: BaseException) -> Failure:
 def explain(failure: Failure, verb: str, resource: str, namespace: str, name: str | None) -> str:
     """One log line a person can act on."""
     if failure.reason == "forbidden":
-        return (f"forbidden: the sidecar's ServiceAccount needs {verb!r} on {resource!r} in "
-                f"namespace {namespace!r} (a Role rule: apiGroups [\"\"], resources "
-                f"[\"{resource}\"], verbs [\"{verb}\"]); retrying slowly until it has it")
+        return (
+            f"forbidden: the sidecar's ServiceAccount needs {verb!r} on {resource!r} in "
+            f'namespace {namespace!r} (a Role rule: apiGroups [""], resources '
+            f'["{resource}"], verbs ["{verb}"]); retrying slowly until it has it'
+        )
     if failure.reason == "not_found" and resource == "pods":
-        return (f"own pod {name!r} not found in namespace {namespace!r}: POD_NAME and "
-                "POD_NAMESPACE must come from the downward API (metadata.name, "
-                "metadata.namespace); retrying slowly")
+        return (
+            f"own pod {name!r} not found in namespace {namespace!r}: POD_NAME and "
+            "POD_NAMESPACE must come from the downward API (metadata.name, "
+            "metadata.namespace); retrying slowly"
+        )
     if failure.reason == "unauthorized":
         return "unauthorized: the API server rejected the sidecar's credentials; retrying"
     what = f"{verb} {resource}" + (f" {name!r}" if name else "") + f" in {namespace!r}"
-    return f"Kubernetes API: {what} failed ({failure.reason}: {failure.detail}); retrying with backoff"
+    return (
+        f"Kubernetes API: {what} failed ({failure.reason}: {failure.detail}); retrying with backoff"
+    )
 
 
 class Backoff:
@@ -207,7 +218,7 @@ class Backoff:
         self.base, self.cap, self.attempt = base, cap, 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        ceiling = min(self.cap, self.base * 2**self.attempt)
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 
@@ -232,14 +243,16 @@ class Wanted:
         return cls(status.role, status.epoch, status.leader)
 
     def patch(self, role_label: str) -> dict[str, Any]:
-        return {"metadata": {
-            "labels": {role_label: self.role.value},
-            # null removes an annotation (merge patch): no stale epoch/leader while unknown.
-            "annotations": {
-                EPOCH_ANNOTATION: str(self.epoch) if self.epoch is not None else None,
-                LEADER_ANNOTATION: self.leader,
-            },
-        }}
+        return {
+            "metadata": {
+                "labels": {role_label: self.role.value},
+                # null removes an annotation (merge patch): no stale epoch/leader while unknown.
+                "annotations": {
+                    EPOCH_ANNOTATION: str(self.epoch) if self.epoch is not None else None,
+                    LEADER_ANNOTATION: self.leader,
+                },
+            }
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,7 +309,8 @@ class KubernetesPublisher:
         self._in_sync: bool | None = None
         self._logged: dict[str, str | None] = {}  # operation -> reason last logged
         self._thread = threading.Thread(
-            target=self._run, name=f"k8s-publisher-{self.pod}", daemon=True)
+            target=self._run, name=f"k8s-publisher-{self.pod}", daemon=True
+        )
         self._thread.start()
 
     # ---- the Publisher protocol and what the operator may call
@@ -322,8 +336,15 @@ class KubernetesPublisher:
             self._wake = True
             self._cond.notify_all()
 
-    def post_event(self, reason: str, message: str, *, type: str = "Normal",
-                   pod: str | None = None, uid: str | None = None) -> None:
+    def post_event(
+        self,
+        reason: str,
+        message: str,
+        *,
+        type: str = "Normal",
+        pod: str | None = None,
+        uid: str | None = None,
+    ) -> None:
         """Queue an Event on the own pod (or another pod of the namespace); never blocks."""
         event = PendingEvent(reason, message, type, dt.datetime.now(dt.UTC), pod or self.pod, uid)
         with self._cond:
@@ -379,23 +400,40 @@ class KubernetesPublisher:
         """Events come from the sequence of statuses, not from what reached the pod, so a
         flap that the label coalesced away is still visible in `kubectl describe`."""
         became_leader = status.role is Role.LEADER and (
-            self._last_role is not Role.LEADER or status.epoch != self._last_epoch)
+            self._last_role is not Role.LEADER or status.epoch != self._last_epoch
+        )
         left_leader = self._last_role is Role.LEADER and status.role is not Role.LEADER
         now = dt.datetime.now(dt.UTC)
         if became_leader:
-            self._events.append(PendingEvent(
-                ELECTED, f"became leader of election {self.election!r} (epoch {status.epoch})",
-                "Normal", now, self.pod))
+            self._events.append(
+                PendingEvent(
+                    ELECTED,
+                    f"became leader of election {self.election!r} (epoch {status.epoch})",
+                    "Normal",
+                    now,
+                    self.pod,
+                )
+            )
         elif left_leader:
-            self._events.append(PendingEvent(
-                DEMOTED, f"no longer leader of election {self.election!r}: now "
-                f"{status.role.value} (leader: {status.leader or 'unknown'})",
-                "Normal", now, self.pod))
+            self._events.append(
+                PendingEvent(
+                    DEMOTED,
+                    f"no longer leader of election {self.election!r}: now "
+                    f"{status.role.value} (leader: {status.leader or 'unknown'})",
+                    "Normal",
+                    now,
+                    self.pod,
+                )
+            )
         self._last_role, self._last_epoch = status.role, status.epoch
 
     def _settled(self) -> bool:
-        return (not self._events and not self._force and not self._busy
-                and self._wanted == self._written)
+        return (
+            not self._events
+            and not self._force
+            and not self._busy
+            and self._wanted == self._written
+        )
 
     # ---- the worker
 
@@ -403,7 +441,9 @@ class KubernetesPublisher:
         try:
             self._loop()
         except Exception:  # a bug: say so loudly, the election carries on without the label
-            log.exception("Kubernetes publisher: worker crashed; the role label is no longer updated")
+            log.exception(
+                "Kubernetes publisher: worker crashed; the role label is no longer updated"
+            )
 
     def _loop(self) -> None:
         delay = 0.0
@@ -411,7 +451,9 @@ class KubernetesPublisher:
             with self._cond:
                 deadline = time.monotonic() + delay if delay else None
                 while not self._stopping and not (self._wake or (deadline and self._due(deadline))):
-                    self._cond.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    self._cond.wait(
+                        None if deadline is None else max(0.0, deadline - time.monotonic())
+                    )
                 if self._stopping:
                     return
                 self._wake = False
@@ -441,8 +483,12 @@ class KubernetesPublisher:
         self._set_in_sync(False)
         try:
             pod = self._api.patch_namespaced_pod(
-                self.pod, self.namespace, wanted.patch(self.role_label),
-                _content_type=MERGE_PATCH, _request_timeout=self._timeout)
+                self.pod,
+                self.namespace,
+                wanted.patch(self.role_label),
+                _content_type=MERGE_PATCH,
+                _request_timeout=self._timeout,
+            )
         except Exception as error:
             with self._cond:
                 self._force = self._force or force
@@ -458,7 +504,9 @@ class KubernetesPublisher:
                 self._wanted_since = None
             self._cond.notify_all()
         if current and since is not None:
-            self._metrics.publish_seconds.labels(publisher=PUBLISHER).observe(time.monotonic() - since)
+            self._metrics.publish_seconds.labels(publisher=PUBLISHER).observe(
+                time.monotonic() - since
+            )
         self._set_in_sync(current and labels.get(self.role_label) == wanted.role.value)
         return True
 
@@ -471,7 +519,8 @@ class KubernetesPublisher:
             try:
                 body: Any = self._event_body(event, uid)  # the client accepts plain JSON too
                 self._api.create_namespaced_event(
-                    self.namespace, body, _request_timeout=self._timeout)
+                    self.namespace, body, _request_timeout=self._timeout
+                )
             except Exception as error:
                 failure = self._failed("create", "events", None, error)
                 if not failure.permanent:
@@ -486,21 +535,33 @@ class KubernetesPublisher:
 
     def _event_body(self, event: PendingEvent, own_uid: str | None) -> dict[str, Any]:
         stamp = event.when.strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
-                                    "name": event.pod, "namespace": self.namespace}
+        involved: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": event.pod,
+            "namespace": self.namespace,
+        }
         uid = event.uid if event.pod != self.pod else (event.uid or own_uid)
         if uid:
             involved["uid"] = uid
         return {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             # client-go's naming: unique without generateName, sortable by time.
-            "metadata": {"name": f"{event.pod}.{time.time_ns():x}{secrets.token_hex(2)}",
-                         "namespace": self.namespace},
+            "metadata": {
+                "name": f"{event.pod}.{time.time_ns():x}{secrets.token_hex(2)}",
+                "namespace": self.namespace,
+            },
             "involvedObject": involved,
-            "reason": event.reason, "message": event.message, "type": event.type,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "reason": event.reason,
+            "message": event.message,
+            "type": event.type,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
             "source": {"component": COMPONENT, "host": self.pod},
-            "reportingComponent": COMPONENT, "reportingInstance": self.pod,
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.pod,
         }
 
     # ---- reporting (worker thread only)
@@ -542,7 +603,9 @@ class PodRole:
 
     def agrees_with(self, zk_leader: str | None) -> bool:
         """The label agrees with ZooKeeper when exactly the leader's pod says `leader`."""
-        return (self.role_label == Role.LEADER.value) == (zk_leader is not None and self.name == zk_leader)
+        return (self.role_label == Role.LEADER.value) == (
+            zk_leader is not None and self.name == zk_leader
+        )
 
 
 def list_group_pods(config: Config, *, timeout: float = 10.0) -> list[PodRole]:
@@ -553,12 +616,15 @@ def list_group_pods(config: Config, *, timeout: float = 10.0) -> list[PodRole]:
     api = core_api(config)
     try:
         pods = api.list_namespaced_pod(
-            namespace, label_selector=f"{GROUP_LABEL}={config.election}", _request_timeout=timeout)
+            namespace, label_selector=f"{GROUP_LABEL}={config.election}", _request_timeout=timeout
+        )
     except Exception as error:
         failure = classify(error)
-        raise KubernetesApiError(explain(failure, "list", "pods", namespace, None)
-                                 .replace("; retrying slowly until it has it", "")
-                                 .replace("; retrying with backoff", "")) from None
+        raise KubernetesApiError(
+            explain(failure, "list", "pods", namespace, None)
+            .replace("; retrying slowly until it has it", "")
+            .replace("; retrying with backoff", "")
+        ) from None
     finally:
         api.api_client.close()
     return sorted((_pod_role(pod, config.role_label) for pod in pods.items), key=lambda p: p.name)
@@ -572,4 +638,6 @@ def _pod_role(pod: Any, role_label: str) -> PodRole:
         epoch = int(raw_epoch) if raw_epoch is not None else None
     except ValueError:
         epoch = None
-    return PodRole(pod.metadata.name, labels.get(role_label), epoch, annotations.get(LEADER_ANNOTATION))
+    return PodRole(
+        pod.metadata.name, labels.get(role_label), epoch, annotations.get(LEADER_ANNOTATION)
+    )

@@ -36,6 +36,7 @@ is down, and everything is re-checked from the fresh listing once it is back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -85,8 +86,9 @@ class _Group:
 class Reconciler:
     """The three behaviours, free of kopf so that each is a small function."""
 
-    def __init__(self, config: Config, control: ElectionControl,
-                 publisher: KubernetesPublisher) -> None:
+    def __init__(
+        self, config: Config, control: ElectionControl, publisher: KubernetesPublisher
+    ) -> None:
         self.config = config
         self.control = control
         self.publisher = publisher
@@ -96,8 +98,7 @@ class Reconciler:
     def close(self) -> None:
         self._api.api_client.close()
 
-    def on_pod(self, event_type: str | None, body: Mapping[str, Any],
-               patch: Any) -> None:
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any], patch: Any) -> None:
         name = body.get("metadata", {}).get("name", "")
         self.group.update(name, None if event_type == "DELETED" else body)
         if event_type == "DELETED":
@@ -116,8 +117,11 @@ class Reconciler:
         status = self.control.current()
         label = (metadata.get("labels") or {}).get(self.config.role_label)
         if label != status.role.value:
-            log.info("role label of own pod is %r, the election says %r: restoring it",
-                     label, status.role.value)
+            log.info(
+                "role label of own pod is %r, the election says %r: restoring it",
+                label,
+                status.role.value,
+            )
             self.publisher.restore(status)
 
     def step_down(self, body: Mapping[str, Any], value: str, patch: Any) -> None:
@@ -125,14 +129,17 @@ class Reconciler:
         patch.metadata.annotations[STEP_DOWN_ANNOTATION] = None
         status = self.control.current()
         if status.role is not Role.LEADER:
-            log.info("step-down annotation on own pod ignored: not the leader (%s)", status.role.value)
+            log.info(
+                "step-down annotation on own pod ignored: not the leader (%s)", status.role.value
+            )
             return
         self.control.step_down()
         self.publisher.post_event(
             STEPPED_DOWN,
             f"stepped down as leader of election {self.config.election!r} (epoch "
             f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}={value!r}); "
-            "volunteering again at the back of the queue")
+            "volunteering again at the back of the queue",
+        )
 
     def other_pod(self, body: Mapping[str, Any]) -> None:
         status = self.control.current()
@@ -165,8 +172,13 @@ class Reconciler:
         name = metadata.get("name", "")
         patch = {"metadata": {"labels": {self.config.role_label: Role.FOLLOWER.value}}}
         try:
-            self._api.patch_namespaced_pod(name, self.config.namespace or "default", patch,
-                                           _content_type=MERGE_PATCH, _request_timeout=(2.0, 5.0))
+            self._api.patch_namespaced_pod(
+                name,
+                self.config.namespace or "default",
+                patch,
+                _content_type=MERGE_PATCH,
+                _request_timeout=(2.0, 5.0),
+            )
         except Exception as error:  # the next watch event or sweep tries again
             log.warning("could not relabel stale leader pod %r: %s", name, error)
             return
@@ -175,7 +187,10 @@ class Reconciler:
             STALE_LEADER,
             f"role label said leader, but {self.config.identity!r} is the leader of election "
             f"{self.config.election!r} (epoch {epoch}): relabelled to follower",
-            type="Warning", pod=name, uid=metadata.get("uid"))
+            type="Warning",
+            pod=name,
+            uid=metadata.get("uid"),
+        )
 
 
 def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -186,10 +201,16 @@ def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegis
     def login(**_: Any) -> kopf.ConnectionInfo:
         connection = api_connection(config)  # re-read: the in-cluster token rotates
         return kopf.ConnectionInfo(
-            server=connection.server, ca_path=connection.ca_path, insecure=connection.insecure,
-            scheme=connection.scheme, token=connection.token, username=connection.username,
-            password=connection.password, certificate_path=connection.certificate_path,
-            private_key_path=connection.private_key_path, default_namespace=config.namespace,
+            server=connection.server,
+            ca_path=connection.ca_path,
+            insecure=connection.insecure,
+            scheme=connection.scheme,
+            token=connection.token,
+            username=connection.username,
+            password=connection.password,
+            certificate_path=connection.certificate_path,
+            private_key_path=connection.private_key_path,
+            default_namespace=config.namespace,
         )
 
     @kopf.on.event("v1", "pods", labels=labels, registry=registry)
@@ -218,8 +239,9 @@ def build_settings(config: Config) -> kopf.OperatorSettings:
 class OperatorHandle:
     """kopf on its own thread and loop; `stop()` is cancel-and-wait with a bound."""
 
-    def __init__(self, config: Config, control: ElectionControl,
-                 publisher: KubernetesPublisher) -> None:
+    def __init__(
+        self, config: Config, control: ElectionControl, publisher: KubernetesPublisher
+    ) -> None:
         if config.namespace is None:
             raise ValueError("the operator needs the pod's namespace")
         self.namespace: str = config.namespace
@@ -229,7 +251,9 @@ class OperatorHandle:
         self._stop_flag: asyncio.Event | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"kopf-{config.identity}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"kopf-{config.identity}", daemon=True
+        )
 
     def start(self) -> OperatorHandle:
         self._thread.start()
@@ -277,23 +301,23 @@ class OperatorHandle:
                     ready_flag=ready,
                 )
             except Exception as error:
-                log.warning("kopf operator ended (%s); starting it again in %.0fs",
-                            error, RESTART_PAUSE)
+                log.warning(
+                    "kopf operator ended (%s); starting it again in %.0fs", error, RESTART_PAUSE
+                )
             finally:
                 waiter.cancel()
                 settings.execution.executor.shutdown(wait=False, cancel_futures=True)
             if not self._stopping.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_flag.wait(), RESTART_PAUSE)
-                except TimeoutError:
-                    pass
 
     async def _signal_ready(self, ready: asyncio.Event) -> None:
         await ready.wait()
         self._ready.set()
 
 
-def start_operator(config: Config, control: ElectionControl,
-                   publisher: KubernetesPublisher) -> OperatorHandle:
+def start_operator(
+    config: Config, control: ElectionControl, publisher: KubernetesPublisher
+) -> OperatorHandle:
     """Start kopf for this sidecar's group; stop it with `OperatorHandle.stop()`."""
     return OperatorHandle(config, control, publisher).start()

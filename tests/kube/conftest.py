@@ -26,8 +26,7 @@ from sidecar.operator import OperatorHandle, start_operator
 def pytest_configure(config: pytest.Config) -> None:
     # kopf warns when it runs outside the main thread (it cannot install signal handlers);
     # that is by design here: the sidecar's main thread belongs to the runner.
-    config.addinivalue_line(
-        "filterwarnings", "ignore:OS signals are ignored:UserWarning")
+    config.addinivalue_line("filterwarnings", "ignore:OS signals are ignored:UserWarning")
 
 
 @pytest.fixture
@@ -45,9 +44,13 @@ def kube_config(kube_api: KubeApi, tmp_path: Path) -> Callable[..., Config]:
 
     def make(identity: str, **overrides: Any) -> Config:
         fields: dict[str, Any] = {
-            "zk_hosts": "127.0.0.1:2181", "election": ELECTION, "identity": identity,
-            "namespace": kube_api.namespace, "kubeconfig": str(kube_api.kubeconfig_path),
-            "role_dir": tmp_path / identity, "http_port": 0,
+            "zk_hosts": "127.0.0.1:2181",
+            "election": ELECTION,
+            "identity": identity,
+            "namespace": kube_api.namespace,
+            "kubeconfig": str(kube_api.kubeconfig_path),
+            "role_dir": tmp_path / identity,
+            "http_port": 0,
         }
         fields.update(overrides)
         return Config(**fields)
@@ -59,11 +62,14 @@ def kube_config(kube_api: KubeApi, tmp_path: Path) -> Callable[..., Config]:
 def add_group_pod(kube_api: KubeApi) -> Callable[..., dict[str, Any]]:
     def add(name: str, **labels: str) -> dict[str, Any]:
         return kube_api.add_pod(name, {GROUP_LABEL: ELECTION, "app": "demo", **labels})
+
     return add
 
 
 @pytest.fixture
-def make_publisher(request: pytest.FixtureRequest) -> Iterator[Callable[..., tuple[KubernetesPublisher, Sync, Metrics]]]:
+def make_publisher(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., tuple[KubernetesPublisher, Sync, Metrics]]]:
     publishers: list[KubernetesPublisher] = []
 
     def make(config: Config, **kwargs: Any) -> tuple[KubernetesPublisher, Sync, Metrics]:
@@ -83,7 +89,9 @@ def make_publisher(request: pytest.FixtureRequest) -> Iterator[Callable[..., tup
 def make_operator() -> Iterator[Callable[..., OperatorHandle]]:
     handles: list[OperatorHandle] = []
 
-    def make(config: Config, control: FakeControl, publisher: KubernetesPublisher) -> OperatorHandle:
+    def make(
+        config: Config, control: FakeControl, publisher: KubernetesPublisher
+    ) -> OperatorHandle:
         handle = start_operator(config, control, publisher)
         handles.append(handle)
         assert handle.wait_ready(20), "kopf did not start"

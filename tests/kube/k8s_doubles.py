@@ -10,11 +10,19 @@ from sidecar.state import Role, RoleStatus, ZkState
 ELECTION = "demo"
 
 
-def status(identity: str, role: Role, leader: str | None = None, epoch: int | None = None) -> RoleStatus:
+def status(
+    identity: str, role: Role, leader: str | None = None, epoch: int | None = None
+) -> RoleStatus:
     if role is Role.LEADER:
         leader = identity
-    return RoleStatus(election=ELECTION, identity=identity, role=role, leader=leader,
-                      epoch=epoch, zk=ZkState.CONNECTED)
+    return RoleStatus(
+        election=ELECTION,
+        identity=identity,
+        role=role,
+        leader=leader,
+        epoch=epoch,
+        zk=ZkState.CONNECTED,
+    )
 
 
 class Sync:

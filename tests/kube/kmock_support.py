@@ -13,8 +13,8 @@ What this module adds (each one is covered by `test_k8s_emulator.py`):
   stops matching as DELETED;
 - patch content types: `merge-patch+json` and `strategic-merge-patch+json` need a JSON
   object, `json-patch+json` a list, anything else is 415 (the real API rejects a body that
-  does not fit its content type with 400; kmock accepted anything, which hid a kubernetes
-  37 client default that sends a dict as `json-patch+json`); strategic-merge directives
+  does not fit its content type with 400; kmock takes any body whatever the content type);
+  strategic-merge directives
   (`$patch`, `$retainKeys`, ...) are refused rather than stored as data;
 - `metadata.generateName` on create (kmock stores such objects under the name `None`, so a
   second kopf Event collided with the first), plus `uid`, `creationTimestamp` and a
@@ -172,8 +172,14 @@ class Fault:
 
 
 _REASONS = {
-    403: "Forbidden", 404: "NotFound", 409: "Conflict", 429: "TooManyRequests",
-    500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "Timeout",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
 }
 
 
@@ -201,7 +207,7 @@ def fault_error(status: int, request: rendering.Request, verb: str) -> kmock.Kub
     if status == 403:
         what = f'{plural} "{request.name}"' if request.name else f"{plural}"
         message = (
-            f"{what} is forbidden: User \"system:serviceaccount:{request.namespace or 'default'}"
+            f'{what} is forbidden: User "system:serviceaccount:{request.namespace or "default"}'
             f':leader-sidecar" cannot {verb} resource "{plural}" in API group ""{where}'
         )
     elif status == 409:
@@ -212,7 +218,9 @@ def fault_error(status: int, request: rendering.Request, verb: str) -> kmock.Kub
     else:
         message = f"injected fault: HTTP {status}"
     return kmock.KubernetesError(
-        status=status, reason=_REASONS.get(status, "Failure"), message=message,
+        status=status,
+        reason=_REASONS.get(status, "Failure"),
+        message=message,
         details={"name": request.name, "kind": plural, "injected": True},
     )
 
@@ -234,14 +242,17 @@ class ExtendedEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             await self._apply_faults(request)
         if request.resource is not None and request.action is enums.action.UPDATE:
             await self.apply_patch(
-                request.resource, request.namespace, request.name,
-                request.data, request.headers.get("Content-Type", ""),
+                request.resource,
+                request.namespace,
+                request.name,
+                request.data,
+                request.headers.get("Content-Type", ""),
             )
             # Skip KubernetesEmulator's own (naive) patch: serve the stored object as is.
             return await kmock.RawHandler._handle(self, request)  # type: ignore[no-any-return]
-        if request.resource is not None and request.action is enums.action.CREATE:
-            if isinstance(request.data, dict):
-                self._complete_new_object(request.data, request.namespace)
+        creating = request.resource is not None and request.action is enums.action.CREATE
+        if creating and isinstance(request.data, dict):
+            self._complete_new_object(request.data, request.namespace)
         return await super()._handle(request)  # type: ignore[no-any-return]
 
     async def _apply_faults(self, request: rendering.Request) -> None:
@@ -279,7 +290,9 @@ class ExtendedEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         try:
             return LabelSelector.parse(request.params.get("labelSelector"))
         except SelectorError as error:
-            raise kmock.KubernetesError(status=400, reason="BadRequest", message=str(error)) from None
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message=str(error)
+            ) from None
 
     # ---- state changes shared by HTTP requests and the test's own (admin) calls
 
@@ -294,8 +307,12 @@ class ExtendedEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         metadata["resourceVersion"] = str(next(self._revision))
 
     async def apply_patch(
-        self, resource: kmock.resource, namespace: str | None, name: str | None,
-        patch: Any, content_type: str,
+        self,
+        resource: kmock.resource,
+        namespace: str | None,
+        name: str | None,
+        patch: Any,
+        content_type: str,
     ) -> dict[str, Any]:
         media = content_type.split(";")[0].strip().lower()
         _check_patch_body(media, patch)
@@ -304,12 +321,23 @@ class ExtendedEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             if key not in self._objects or self._objects[key].deleted:
                 raise kmock.KubernetesObjectNotFoundError()
             obj = self._objects[key]
-            wanted = patch.get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
-            if wanted is not None and wanted != obj.last.raw.get("metadata", {}).get("resourceVersion"):
-                raise kmock.KubernetesError(status=409, reason="Conflict", message=(
-                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has '
-                    "been modified; please apply your changes to the latest version and try again"
-                ))
+            wanted = (
+                patch.get("metadata", {}).get("resourceVersion")
+                if isinstance(patch, dict)
+                else None
+            )
+            if wanted is not None and wanted != obj.last.raw.get("metadata", {}).get(
+                "resourceVersion"
+            ):
+                raise kmock.KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message=(
+                        f"Operation cannot be fulfilled on {resource.plural} {name!r}: the "
+                        "object has been modified; please apply your changes to the latest "
+                        "version and try again"
+                    ),
+                )
             obj.patch(patch)
             new = copy.deepcopy(obj.last.raw)
             new.setdefault("metadata", {})["resourceVersion"] = str(next(self._revision))
@@ -342,7 +370,9 @@ class ExtendedEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
                 self._objects[key].delete()
                 await self._buses[resource].put({"type": "DELETED", "object": raw})
 
-    async def admin_list(self, resource: kmock.resource, namespace: str | None) -> list[dict[str, Any]]:
+    async def admin_list(
+        self, resource: kmock.resource, namespace: str | None
+    ) -> list[dict[str, Any]]:
         async with self._lock:
             return [
                 copy.deepcopy(obj.raw)
@@ -382,19 +412,33 @@ def _translate_watch_event(
 def _check_patch_body(media: str, patch: Any) -> None:
     if media == JSON_PATCH_TYPE:
         if not isinstance(patch, list):
-            raise kmock.KubernetesError(status=400, reason="BadRequest", message=(
-                "json: cannot unmarshal object into Go value of type jsonpatch.Patch"))
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=("json: cannot unmarshal object into Go value of type jsonpatch.Patch"),
+            )
         return
     if media not in MERGE_TYPES:
-        raise kmock.KubernetesError(status=415, reason="UnsupportedMediaType", message=(
-            f"the body of the request was in an unknown format - accepted media types include: "
-            f"{JSON_PATCH_TYPE}, {', '.join(sorted(MERGE_TYPES))} (emulator), got {media!r}"))
+        raise kmock.KubernetesError(
+            status=415,
+            reason="UnsupportedMediaType",
+            message=(
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{JSON_PATCH_TYPE}, {', '.join(sorted(MERGE_TYPES))} (emulator), got {media!r}"
+            ),
+        )
     if not isinstance(patch, dict):
-        raise kmock.KubernetesError(status=400, reason="BadRequest", message=(
-            "json: cannot unmarshal array into Go value of type map[string]interface {}"))
+        raise kmock.KubernetesError(
+            status=400,
+            reason="BadRequest",
+            message=("json: cannot unmarshal array into Go value of type map[string]interface {}"),
+        )
     if media.startswith("application/strategic") and _has_directive(patch):
-        raise kmock.KubernetesError(status=422, reason="Invalid", message=(
-            "strategic merge directives ($patch, $retainKeys, ...) are not emulated"))
+        raise kmock.KubernetesError(
+            status=422,
+            reason="Invalid",
+            message=("strategic merge directives ($patch, $retainKeys, ...) are not emulated"),
+        )
 
 
 def _has_directive(value: Any) -> bool:
@@ -433,9 +477,11 @@ class KubeApi:
         self.emulator = ExtendedEmulator()
         for resource in (PODS, EVENTS):
             self.emulator.resources[resource] = kmock.ResourceInfo(
-                kind=resource.plural.capitalize()[:-1], namespaced=True, verbs=ALL_VERBS)
+                kind=resource.plural.capitalize()[:-1], namespaced=True, verbs=ALL_VERBS
+            )
         self.emulator.resources[NAMESPACES] = kmock.ResourceInfo(
-            kind="Namespace", namespaced=False, verbs=ALL_VERBS)
+            kind="Namespace", namespaced=False, verbs=ALL_VERBS
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-api", daemon=True)
         self._server: kmock.Server | None = None
@@ -466,11 +512,17 @@ class KubeApi:
 
     def kubeconfig(self) -> dict[str, Any]:
         return {
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "kmock",
             "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
             "users": [{"name": "kmock", "user": {"token": "kmock-test-token"}}],
-            "contexts": [{"name": "kmock", "context": {
-                "cluster": "kmock", "user": "kmock", "namespace": self.namespace}}],
+            "contexts": [
+                {
+                    "name": "kmock",
+                    "context": {"cluster": "kmock", "user": "kmock", "namespace": self.namespace},
+                }
+            ],
         }
 
     # ---- faults
@@ -489,12 +541,18 @@ class KubeApi:
             self._server = server
             self.port = server.port
 
-    def slow(self, seconds: float, verbs: Iterable[str] | None = None,
-             resource: str | None = None) -> Fault:
+    def slow(
+        self, seconds: float, verbs: Iterable[str] | None = None, resource: str | None = None
+    ) -> Fault:
         return self.add_fault(Fault(_verbs(verbs), resource, delay=seconds))
 
-    def fail(self, status: int, verbs: Iterable[str] | None = None, resource: str | None = None,
-             times: int | None = None) -> Fault:
+    def fail(
+        self,
+        status: int,
+        verbs: Iterable[str] | None = None,
+        resource: str | None = None,
+        times: int | None = None,
+    ) -> Fault:
         return self.add_fault(Fault(_verbs(verbs), resource, status=status, times=times))
 
     def forbid(self, verb: str, resource: str) -> Fault:
@@ -507,23 +565,34 @@ class KubeApi:
 
     def heal(self, fault: Fault | None = None) -> None:
         """Remove one fault, or all of them (and bring the server up if it is down)."""
+
         def remove() -> None:
             if fault is None:
                 self.emulator.faults.clear()
             elif fault in self.emulator.faults:
                 self.emulator.faults.remove(fault)
+
         self._loop.call_soon_threadsafe(remove)
         if fault is None:
             self.up()
 
     # ---- acting like kubectl
 
-    def add_pod(self, name: str, labels: Mapping[str, str] | None = None,
-                annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def add_pod(
+        self,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         body = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.namespace,
-                         "labels": dict(labels or {}), "annotations": dict(annotations or {})},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": dict(labels or {}),
+                "annotations": dict(annotations or {}),
+            },
             "spec": {"containers": [{"name": "app", "image": "busybox"}]},
             "status": {"phase": "Running"},
         }
@@ -531,8 +600,11 @@ class KubeApi:
 
     def patch_pod(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """`kubectl patch --type=merge`."""
-        return self._call(self.emulator.apply_patch(
-            PODS, self.namespace, name, dict(patch), "application/merge-patch+json"))
+        return self._call(
+            self.emulator.apply_patch(
+                PODS, self.namespace, name, dict(patch), "application/merge-patch+json"
+            )
+        )
 
     def label_pod(self, name: str, key: str, value: str | None) -> dict[str, Any]:
         return self.patch_pod(name, {"metadata": {"labels": {key: value}}})
@@ -562,7 +634,8 @@ class KubeApi:
         """Events in the namespace, oldest first, optionally about one pod / of one reason."""
         events = self._call(self.emulator.admin_list(EVENTS, self.namespace))
         return [
-            event for event in events
+            event
+            for event in events
             if (pod is None or event.get("involvedObject", {}).get("name") == pod)
             and (reason is None or event.get("reason") == reason)
         ]
@@ -572,13 +645,16 @@ class KubeApi:
 
     def requests(self, verb: str | None = None, resource: str | None = None) -> list[Any]:
         """Requests the API served (kmock's request records), optionally filtered."""
+
         def collect() -> list[Any]:
             return [
-                r for r in list(self.emulator._requests)
+                r
+                for r in list(self.emulator._requests)
                 if ADMIN_HEADER not in r.headers
                 and (verb is None or request_verb(r) == verb)
                 and (resource is None or (r.resource is not None and r.resource.plural == resource))
             ]
+
         return self._call(_as_coroutine(collect))
 
     # ---- plumbing
@@ -600,8 +676,9 @@ def _verbs(verbs: Iterable[str] | None) -> frozenset[str] | None:
     return None if verbs is None else frozenset(verbs)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, message: str = ""
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail after a generous `timeout`."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None

@@ -19,11 +19,14 @@ def role_of(kube_api, pod: str) -> str | None:
 
 def errors(metrics, reason: str) -> float:
     value = metrics.registry.get_sample_value(
-        "leader_sidecar_publish_errors_total", {"publisher": "kubernetes", "reason": reason})
+        "leader_sidecar_publish_errors_total", {"publisher": "kubernetes", "reason": reason}
+    )
     return value or 0.0
 
 
-def test_label_and_annotations_follow_the_role(kube_api, kube_config, add_group_pod, make_publisher):
+def test_label_and_annotations_follow_the_role(
+    kube_api, kube_config, add_group_pod, make_publisher
+):
     add_group_pod("app-0")
     publisher, sync, metrics = make_publisher(kube_config("app-0"))
 
@@ -46,7 +49,8 @@ def test_label_and_annotations_follow_the_role(kube_api, kube_config, add_group_
     assert role_of(kube_api, "app-0") == "unknown"
     assert EPOCH_ANNOTATION not in kube_api.annotations("app-0")  # no stale epoch while unknown
     count = metrics.registry.get_sample_value(
-        "leader_sidecar_publish_seconds_count", {"publisher": "kubernetes"})
+        "leader_sidecar_publish_seconds_count", {"publisher": "kubernetes"}
+    )
     assert count == 3
 
 
@@ -76,7 +80,9 @@ def test_events_on_role_changes(kube_api, kube_config, add_group_pod, make_publi
     assert elected["source"]["component"] == "leader-sidecar"
 
 
-def test_slow_api_coalesces_to_the_newest_role(kube_api, kube_config, add_group_pod, make_publisher):
+def test_slow_api_coalesces_to_the_newest_role(
+    kube_api, kube_config, add_group_pod, make_publisher
+):
     add_group_pod("app-0")
     publisher, _, _ = make_publisher(kube_config("app-0"))
     kube_api.slow(0.5, ["patch"], "pods")
@@ -117,7 +123,9 @@ def test_api_down_then_back_converges(kube_api, kube_config, add_group_pod, make
     assert "Elected" in kube_api.reasons("app-0")  # the queued Event made it after the outage
 
 
-def test_forbidden_logs_one_clear_line(kube_api, kube_config, add_group_pod, make_publisher, caplog_k8s):
+def test_forbidden_logs_one_clear_line(
+    kube_api, kube_config, add_group_pod, make_publisher, caplog_k8s
+):
     add_group_pod("app-0")
     kube_api.forbid("patch", "pods")
     publisher, sync, metrics = make_publisher(kube_config("app-0"))
@@ -137,10 +145,12 @@ def test_forbidden_logs_one_clear_line(kube_api, kube_config, add_group_pod, mak
     assert any("works again" in r.getMessage() for r in caplog_k8s.records)
 
 
-def test_forbidden_events_do_not_block_the_label(kube_api, kube_config, add_group_pod, make_publisher, caplog_k8s):
+def test_forbidden_events_do_not_block_the_label(
+    kube_api, kube_config, add_group_pod, make_publisher, caplog_k8s
+):
     add_group_pod("app-0")
     kube_api.forbid("create", "events")
-    publisher, sync, metrics = make_publisher(kube_config("app-0"))
+    publisher, _sync, metrics = make_publisher(kube_config("app-0"))
     publisher.publish(status("app-0", Role.LEADER, epoch=3))
     publisher.publish(status("app-0", Role.FOLLOWER, leader="app-1", epoch=4))
     assert publisher.flush(10), "events that can never be posted are dropped, not retried forever"
@@ -150,8 +160,12 @@ def test_forbidden_events_do_not_block_the_label(kube_api, kube_config, add_grou
     assert errors(metrics, "forbidden") == 2
 
 
-@pytest.mark.parametrize("code, reason", [(409, "conflict"), (500, "server_error"), (503, "server_error")])
-def test_transient_errors_are_retried(kube_api, kube_config, add_group_pod, make_publisher, code, reason):
+@pytest.mark.parametrize(
+    "code, reason", [(409, "conflict"), (500, "server_error"), (503, "server_error")]
+)
+def test_transient_errors_are_retried(
+    kube_api, kube_config, add_group_pod, make_publisher, code, reason
+):
     add_group_pod("app-0")
     kube_api.fail(code, ["patch"], "pods", times=3)
     publisher, sync, metrics = make_publisher(kube_config("app-0"))
@@ -175,7 +189,9 @@ def test_own_pod_missing(kube_api, kube_config, make_publisher, caplog_k8s):
     assert role_of(kube_api, "app-9") == "leader"
 
 
-def test_publish_never_raises_and_stop_is_bounded(kube_api, kube_config, add_group_pod, make_publisher):
+def test_publish_never_raises_and_stop_is_bounded(
+    kube_api, kube_config, add_group_pod, make_publisher
+):
     add_group_pod("app-0")
     kube_api.slow(30, ["patch"], "pods")
     publisher, _, _ = make_publisher(kube_config("app-0"), request_timeout=(1.0, 1.0))
