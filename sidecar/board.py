@@ -184,13 +184,12 @@ class StatusBoard:
             if not self._write_files(status):
                 time.sleep(WRITE_RETRY_SECONDS)
                 continue
-            self._metrics.publish_seconds.labels(publisher="files").observe(
-                time.monotonic() - changed_at
-            )
-            self._metrics.observe(status)
+            written_after = time.monotonic() - changed_at
             with self._cond:
                 self._written = version
                 self._cond.notify_all()
+            self._metrics.publish_seconds.labels(publisher="files").observe(written_after)
+            self._metrics.observe(status)
             for publisher in publishers:
                 try:
                     publisher.publish(status)

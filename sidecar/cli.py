@@ -161,7 +161,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         sidecar.start()
     except OSError as error:
         sidecar.stop()
-        raise ConfigError(f"cannot serve HTTP on port {config.http_port}: {error.strerror}") from None
+        reason = error.strerror or str(error)
+        raise ConfigError(f"cannot serve HTTP on port {config.http_port}: {reason}") from None
     stop.wait()
     logging.getLogger(__name__).info("stop signal received; leaving the election")
     sidecar.stop()

@@ -78,7 +78,9 @@ def validate_zk_hosts(zk_hosts: str | None) -> str:
     for entry in hosts.split(","):
         match = HOST_PORT_RE.match(entry.strip())
         if not match:
-            raise ConfigError(f"malformed ZooKeeper connect string {zk_hosts!r}: bad entry {entry!r}")
+            raise ConfigError(
+                f"malformed ZooKeeper connect string {zk_hosts!r}: bad entry {entry!r}"
+            )
         port = match.group(3)
         if port is not None and not 0 < int(port) < 65536:
             raise ConfigError(f"malformed ZooKeeper connect string {zk_hosts!r}: bad port {port}")
@@ -139,7 +141,9 @@ def validate_role_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"role directory {str(path)!r} cannot be created: {error.strerror}") from None
+        raise ConfigError(
+            f"role directory {str(path)!r} cannot be created: {error.strerror}"
+        ) from None
     if not path.is_dir():
         raise ConfigError(f"role directory {str(path)!r} is not a directory")
     probe = path / f".write-test-{os.getpid()}"
@@ -147,7 +151,9 @@ def validate_role_dir(path: Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"role directory {str(path)!r} is not writable: {error.strerror}") from None
+        raise ConfigError(
+            f"role directory {str(path)!r} is not writable: {error.strerror}"
+        ) from None
     return path
 
 

@@ -453,8 +453,9 @@ class Election:
     def _leave(self) -> None:
         self._left = True
         self._leading = False
-        self.board.freeze()
-        self.board.wait_written(1.0)
+        if not self.board.frozen:  # the runner usually froze it already
+            self.board.freeze()
+            self.board.wait_written(1.0)
         self._delete_own(deadline=time.monotonic() + self.zk.call_timeout)
 
     def _delete_own(self, deadline: float) -> None:

@@ -47,7 +47,7 @@ def is_ready(status: RoleStatus) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
@@ -61,14 +61,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, document: object) -> None:
         self._send(code, (json.dumps(document) + "\n").encode())
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         route = self.server.routes_get.get(self.path.split("?", 1)[0])
         if route is None:
             self._json(404, {"error": "not found"})
             return
         route(self)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         route = self.server.routes_post.get(self.path.split("?", 1)[0])
         if route is None:
             self._json(404, {"error": "not found"})

@@ -110,8 +110,10 @@ class Sidecar:
                 return
             self.board.freeze()
             self.board.wait_written(1.0)
+            log.debug("leaving: role files say unknown")
             self._wait_label()
             self.election.leave(timeout=self.election.zk.call_timeout)
+            log.debug("leaving: out of the election")
 
     def _wait_label(self) -> None:
         wait = getattr(self.kubernetes, "wait_synced", None)

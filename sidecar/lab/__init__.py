@@ -1,1 +1,4 @@
-"""The local lab: a real ZooKeeper ensemble, a fault proxy and sidecar processes, for the demo, tests and benchmarks."""
+"""The local lab: a real ZooKeeper ensemble, a fault proxy and sidecars as processes.
+
+Shared by the demo, the tests and the benchmarks, so that all three exercise the same parts.
+"""

@@ -1,0 +1,56 @@
+# leader-sidecar: the two commands of the README are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv zookeeper lint test bench demo kind-up kind-failover kind-down clean
+
+help:
+	@echo "make demo           local showcase: ZooKeeper ensemble + sidecars, live failovers"
+	@echo "make test           lint-free, real-ZooKeeper test suite"
+	@echo "make lint           ruff + mypy --strict"
+	@echo "make bench          failover benchmarks (prints numbers)"
+	@echo "make kind-up | kind-failover | kind-down   the kind flow (needs Docker, kind, helm, kubectl)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's ZooKeeper (and a Java runtime) for the real ensemble used by tests and the demo.
+zookeeper:
+	@if [ -e /usr/share/java/zookeeper.jar ] || [ -n "$$ZOOKEEPER_HOME" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper; \
+	else \
+	  echo "ZooKeeper is missing: run 'sudo apt-get install zookeeper' or set ZOOKEEPER_HOME" >&2; exit 1; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sidecar tests bench
+	$(VENV)/bin/mypy --strict sidecar
+
+test: $(STAMP) zookeeper
+	$(PY) -m pytest -q
+
+bench: $(STAMP) zookeeper
+	$(PY) bench/failover.py
+
+demo: $(STAMP) zookeeper
+	$(PY) -m sidecar demo
+
+kind-up:
+	bash scripts/kind-up.sh
+
+kind-failover:
+	bash scripts/kind-failover.sh
+
+kind-down:
+	bash scripts/kind-down.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

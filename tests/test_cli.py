@@ -1,0 +1,163 @@
+"""The command line: bad input exits 2 with one line; `status`; `leave`; HTTP endpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import SLACK, Group
+
+from sidecar.cli import main
+from sidecar.lab.candidates import wait_for
+from sidecar.lab.ensemble import Ensemble, free_port
+
+GOOD = ["--zk-hosts", "127.0.0.1:2181", "--election", "demo", "--no-k8s", "--http-port", "0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["run", "--election", "demo"], {}, "missing ZooKeeper hosts"),
+        (["run", "--zk-hosts", "host:99999", "--election", "demo"], {}, "bad port"),
+        (["run", "--zk-hosts", "a b:1", "--election", "demo"], {}, "malformed"),
+        (["run", "--zk-hosts", "h:2181/bad//chroot", "--election", "demo"], {}, "chroot"),
+        (["run", "--zk-hosts", "h:2181"], {}, "missing election name"),
+        (["run", "--zk-hosts", "h:2181", "--election", "Bad_Name"], {}, "bad election name"),
+        (["run", *GOOD, "--session-timeout", "0.1"], {}, "out of range"),
+        (["run", *GOOD, "--session-timeout", "soon"], {}, "not a number"),
+        (["run", *GOOD, "--role-label", "bad label"], {}, "bad role label"),
+        (["run", *GOOD, "--zk-auth", "nopassword"], {}, "user:password"),
+        (["run", "--zk-hosts", "h:2181", "--election", "d"], {"HTTP_PORT": "70000"}, "out of range"),
+        (["run", "--bogus"], {}, "unrecognized arguments"),
+        ([], {}, "required"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    argv: list[str], env: dict[str, str], message: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environment = {"ROLE_DIR": str(tmp_path), **env}
+    assert main(argv, environment) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("leader-sidecar: error:")
+    assert message in err
+
+
+def test_role_dir_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", *GOOD, "--role-dir", str(blocker / "sub")], {}) == 2
+    assert "role directory" in capsys.readouterr().err
+
+
+def test_bad_configuration_from_the_console_script_has_no_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "run", "--election", "demo"],
+        capture_output=True, text=True, env={**os.environ, "ROLE_DIR": str(tmp_path)},
+        timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_flag_wins_over_environment(tmp_path: Path) -> None:
+    from sidecar.cli import build_config, build_parser
+
+    args = build_parser().parse_args(["run", "--election", "from-flag", "--role-dir", str(tmp_path)])
+    config = build_config(
+        args, {"ELECTION_NAME": "from-env", "ZK_HOSTS": "zk:2181", "POD_NAME": "pod-7",
+               "ZK_SESSION_TIMEOUT": "3", "K8S_DISABLED": "1"},
+    )
+    assert config.election == "from-flag"
+    assert config.zk_hosts == "zk:2181"
+    assert config.identity == "pod-7"
+    assert config.session_timeout == 3.0
+    assert not config.publishes_to_kubernetes
+
+
+def test_unreachable_zookeeper_is_not_an_error(tmp_path: Path, group: Group) -> None:
+    port = free_port()
+    (member,) = group.spawn(f"127.0.0.1:{free_port()}", http_port=port)
+    assert wait_for(lambda: member.role() == "unknown", SLACK)
+    assert wait_for(lambda: _get(port, "/healthz")[0] == 200, SLACK)
+    assert _get(port, "/readyz")[0] == 503, "not ready without ZooKeeper"
+    assert member.running, "it keeps trying"
+    assert member.terminate() == 0
+
+
+def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
+def test_status_lists_the_queue_leader_first(
+    ensemble: Ensemble, group: Group, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group.spawn(ensemble.connect_string, count=3)
+    leader = group.wait_one_leader()
+    argv = ["status", "--zk-hosts", ensemble.connect_string, "--election", group.election]
+    assert main([*argv, "--json"], {}) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["leader"] == leader.identity
+    queue = document["candidates"]
+    assert [c["position"] for c in queue] == [0, 1, 2]
+    assert queue[0]["identity"] == leader.identity
+    assert queue[0]["epoch"] == leader.status()["epoch"]  # type: ignore[index]
+    assert sorted(c["sequence"] for c in queue) == [c["sequence"] for c in queue]
+    assert main(argv, {}) == 0
+    table = capsys.readouterr().out
+    assert f"leader {leader.identity}" in table
+
+
+def test_status_exits_3_without_candidates(
+    ensemble: Ensemble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["status", "--zk-hosts", ensemble.connect_string, "--election", "nobody-here"]
+    assert main(argv, {}) == 3
+    assert "no candidates" in capsys.readouterr().out
+
+
+def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
+    port = free_port()
+    (member,) = group.spawn(ensemble.connect_string, http_port=port)
+    group.wait_one_leader()
+    assert wait_for(lambda: _get(port, "/readyz")[0] == 200, SLACK)
+    assert _get(port, "/healthz")[0] == 200
+    code, body = _get(port, "/role")
+    assert code == 200 and json.loads(body)["role"] == "leader"
+    code, body = _get(port, "/metrics")
+    text = body.decode()
+    assert f'leader_election_master_status{{name="{group.election}"}} 1.0' in text
+    assert "leader_sidecar_epoch" in text
+    assert "leader_sidecar_publish_seconds_bucket" in text
+    (other,) = group.spawn(ensemble.connect_string)
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "leave", "--http-port", str(port)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_for(lambda: other.role() == "leader", SLACK), "the next one took over at once"
+    assert member.role() == "unknown" and member.running, "left, but still running"
+    assert _get(port, "/readyz")[0] == 503
+    assert member.terminate() == 0
+
+
+def test_leader_elector_drop_in(ensemble: Ensemble, group: Group) -> None:
+    port = free_port()
+    group.spawn(ensemble.connect_string, extra_args=("--elector-port", str(port)))
+    leader = group.wait_one_leader()
+    assert wait_for(lambda: _get(port, "/")[0] == 200, SLACK)
+    assert json.loads(_get(port, "/")[1]) == {"name": leader.identity}
