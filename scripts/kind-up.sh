@@ -44,7 +44,7 @@ else
 fi
 
 step "building the image"
-docker build -t "$IMAGE_REPO:build" "$ROOT"
+DOCKER_BUILDKIT=1 docker build -t "$IMAGE_REPO:build" "$ROOT"  # RUN --mount needs BuildKit
 # A tag per build (from the image id), so that `helm upgrade` rolls the pods onto it.
 image_id=$(docker image inspect --format '{{.Id}}' "$IMAGE_REPO:build")
 image_id=${image_id#sha256:}

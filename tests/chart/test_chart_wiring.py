@@ -407,3 +407,13 @@ def test_test_scripts_are_valid_python(render: Callable[..., Manifests]) -> None
         container: dict[str, Any] = pod["spec"]["containers"][0]
         if container["command"][0] == "python3":
             compile(container["args"][0], pod["metadata"]["name"], "exec")
+
+
+def test_application_probes_can_be_replaced_or_removed(render: Callable[..., Manifests]) -> None:
+    # A custom image may not serve /healthz: null removes the demo app's probes.
+    removed = render({"app": {"readinessProbe": None, "livenessProbe": None}})
+    app = removed.container("app")
+    assert "readinessProbe" not in app and "livenessProbe" not in app
+    tcp = {"tcpSocket": {"port": "http"}}
+    replaced = render({"app": {"readinessProbe": {"httpGet": None, **tcp}}})
+    assert replaced.container("app")["readinessProbe"] == {**tcp, "periodSeconds": 5}
