@@ -13,13 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from election_support import Group
 
-from sidecar.lab.candidates import LeaseMonitor, SidecarProcess, leaders, wait_for
+from sidecar.lab.candidates import wait_for
 from sidecar.lab.ensemble import Ensemble
 from sidecar.lab.faultproxy import FaultyNetwork
-
-SESSION_TIMEOUT = 2.0
-SLACK = 3.0  # generous: tests assert upper bounds only, never benchmark targets
 
 _counter = itertools.count()
 
@@ -54,50 +52,6 @@ def network(ensemble: Ensemble) -> Iterator[FaultyNetwork]:
         yield proxies
     finally:
         proxies.close()
-
-
-class Group:
-    """The candidates of one test, cleaned up whatever happens."""
-
-    def __init__(self, tmp_path: Path, election: str) -> None:
-        self.tmp_path = tmp_path
-        self.election = election
-        self.members: list[SidecarProcess] = []
-
-    def spawn(
-        self, zk_hosts: str, count: int = 1, session_timeout: float = SESSION_TIMEOUT,
-        extra_args: tuple[str, ...] = (), http_port: int = 0,
-    ) -> list[SidecarProcess]:
-        started = []
-        for _ in range(count):
-            identity = f"app-{len(self.members)}"
-            member = SidecarProcess(
-                identity=identity, zk_hosts=zk_hosts, role_dir=self.tmp_path / identity,
-                election=self.election, session_timeout=session_timeout,
-                extra_args=extra_args, http_port=http_port,
-            ).start()
-            self.members.append(member)
-            started.append(member)
-        return started
-
-    def role_dirs(self) -> dict[str, Path]:
-        return {member.identity: member.role_dir for member in self.members}
-
-    def monitor(self) -> LeaseMonitor:
-        return LeaseMonitor(self.role_dirs())
-
-    def wait_one_leader(self, timeout: float = 20.0) -> SidecarProcess:
-        live = [m for m in self.members if m.running]
-        assert wait_for(
-            lambda: len(leaders(live)) == 1
-            and all(m.role() in ("leader", "follower") for m in live),
-            timeout,
-        ), f"no single leader: {[(m.identity, m.role()) for m in live]}"
-        return leaders(live)[0]
-
-    def cleanup(self) -> None:
-        for member in self.members:
-            member.cleanup()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Group
+from election_support import Group
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 

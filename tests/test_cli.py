@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SLACK, Group
+from election_support import SLACK, Group
 
 from sidecar.cli import main
 from sidecar.lab.candidates import wait_for

@@ -7,7 +7,7 @@ import json
 import re
 import time
 
-from conftest import SESSION_TIMEOUT, SLACK, Group
+from election_support import SESSION_TIMEOUT, SLACK, Group
 
 from sidecar.lab.candidates import leaders, wait_for
 from sidecar.lab.ensemble import Ensemble, four_letter

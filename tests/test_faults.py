@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from conftest import SESSION_TIMEOUT, SLACK, Group
+from election_support import SESSION_TIMEOUT, SLACK, Group
 
 from sidecar.lab.candidates import wait_for
 from sidecar.lab.ensemble import Ensemble
