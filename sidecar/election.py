@@ -41,6 +41,7 @@ import uuid
 from . import lease
 from .board import StatusBoard
 from .config import Config
+from .metrics import Metrics
 from .state import Role, ZkState
 from .zk import (
     ConnectionTrouble,
@@ -114,9 +115,10 @@ class Event:
 class Election:
     """One candidate. `start()` it; `step_down()`, `leave()` and `stop()` from any thread."""
 
-    def __init__(self, config: Config, board: StatusBoard) -> None:
+    def __init__(self, config: Config, board: StatusBoard, metrics: Metrics | None = None) -> None:
         self.config = config
         self.board = board
+        self.metrics = metrics
         self.path = config.election_path
         self.data = candidate_data(config)
         self.zk = ZkSession(
@@ -148,6 +150,9 @@ class Election:
             SessionEvent.LOST: ZkState.LOST,
         }[event]
         self.board.session_changed(zk_state)
+        negotiated = self.zk.negotiated_timeout
+        if event is SessionEvent.CONNECTED and negotiated and self.metrics is not None:
+            self.metrics.session_timeout.set(negotiated)
         self._events.put(Event(Kind.SESSION, session=event))
 
     def _on_watch(self, path: str, kind: WatchKind) -> None:

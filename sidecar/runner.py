@@ -40,7 +40,7 @@ class Sidecar:
         self.metrics = Metrics(config.election)
         initial = RoleStatus(election=config.election, identity=config.identity, zk=ZkState.LOST)
         self.board = StatusBoard(initial, RoleFiles(config.role_dir), self.metrics)
-        self.election = Election(config, self.board)
+        self.election = Election(config, self.board, self.metrics)
         self.http: HttpServer | None = None
         self.elector_http: HttpServer | None = None
         self.kubernetes: Any = None

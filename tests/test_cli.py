@@ -138,9 +138,10 @@ def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
     assert _get(port, "/healthz")[0] == 200
     code, body = _get(port, "/role")
     assert code == 200 and json.loads(body)["role"] == "leader"
-    code, body = _get(port, "/metrics")
-    text = body.decode()
-    assert f'leader_election_master_status{{name="{group.election}"}} 1.0' in text
+    master = f'leader_election_master_status{{name="{group.election}"}} 1.0'
+    assert wait_for(lambda: master in _get(port, "/metrics")[1].decode(), SLACK)
+    text = _get(port, "/metrics")[1].decode()
+    assert "leader_sidecar_zk_negotiated_session_timeout_seconds 2.0" in text
     assert "leader_sidecar_epoch" in text
     assert "leader_sidecar_publish_seconds_bucket" in text
     (other,) = group.spawn(ensemble.connect_string)
