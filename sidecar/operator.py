@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 STALE_LEADER = "StaleLeaderLabel"
 RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
+STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
 
 
 @dataclasses.dataclass
@@ -249,6 +250,7 @@ class OperatorHandle:
         self.reconciler = Reconciler(config, control, publisher)
         self._loop = asyncio.new_event_loop()
         self._stop_flag: asyncio.Event | None = None
+        self._main: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(
@@ -264,9 +266,12 @@ class OperatorHandle:
         return self._ready.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> bool:
+        """Raise kopf's stop flag; if kopf has not finished within `STOP_GRACE` (it waits
+        5 s for leftovers when stopped during its start-up), cancel it. Then join."""
         self._stopping.set()
-        if self._stop_flag is not None:
-            self._loop.call_soon_threadsafe(self._stop_flag.set)
+        if not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to stop
+                self._loop.call_soon_threadsafe(self._request_stop)
         self._thread.join(timeout)
         stopped = not self._thread.is_alive()
         if not stopped:
@@ -274,14 +279,35 @@ class OperatorHandle:
         self.reconciler.close()
         return stopped
 
+    def _request_stop(self) -> None:
+        if self._stop_flag is not None:
+            self._stop_flag.set()
+        if self._main is not None:
+            self._loop.call_later(STOP_GRACE, self._main.cancel)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._supervise())
+            self._main = self._loop.create_task(self._supervise())
+            self._loop.run_until_complete(self._main)
+        except asyncio.CancelledError:
+            pass  # stopped by `stop()` after the grace period
         except Exception:
             log.exception("kopf operator thread crashed; drift is no longer repaired")
         finally:
-            self._loop.close()
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        """What `asyncio.run` does on exit: cancel leftovers (kopf leaves some when stopped
+        early), finish async generators, close."""
+        leftovers = asyncio.all_tasks(self._loop)
+        for task in leftovers:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(asyncio.wait_for(
+                asyncio.gather(*leftovers, return_exceptions=True), STOP_GRACE))
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
 
     async def _supervise(self) -> None:
         self._stop_flag = asyncio.Event()
