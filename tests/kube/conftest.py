@@ -23,12 +23,6 @@ from sidecar.metrics import Metrics
 from sidecar.operator import OperatorHandle, start_operator
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # kopf warns when it runs outside the main thread (it cannot install signal handlers);
-    # that is by design here: the sidecar's main thread belongs to the runner.
-    config.addinivalue_line("filterwarnings", "ignore:OS signals are ignored:UserWarning")
-
-
 @pytest.fixture
 def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
     api = KubeApi(tmp_path).start()
