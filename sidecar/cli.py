@@ -159,6 +159,9 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     sidecar = Sidecar(config)
     try:
         sidecar.start()
+    except ConfigError:
+        sidecar.stop()
+        raise
     except OSError as error:
         sidecar.stop()
         reason = error.strerror or str(error)

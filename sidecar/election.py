@@ -134,6 +134,7 @@ class Election:
         self.my_node: str | None = None
         self._attempt_in_doubt: str | None = None
         self._predecessor: str | None = None
+        self._predecessor_was_first = False
         self._leading = False
         self._lease_deadline = 0.0
         self._next_tick = 0.0
@@ -173,6 +174,8 @@ class Election:
 
     def leave(self, timeout: float) -> bool:
         """Delete the own znode and stay out of the election. True once done in time."""
+        if not self._thread.is_alive():
+            return True  # never started, or stopped: nothing of ours in the election
         done = threading.Event()
         self._events.put(Event(Kind.LEAVE, done=done))
         return done.wait(timeout)
@@ -262,7 +265,7 @@ class Election:
             self._check()
         elif path == self._predecessor:
             self.wakeups += 1
-            self._check()
+            self._check(predecessor_led=self._predecessor_was_first and kind is WatchKind.DELETED)
 
     def _on_tick(self) -> None:
         now = time.monotonic()
@@ -283,11 +286,19 @@ class Election:
     def _schedule_tick(self) -> None:
         self._next_tick = time.monotonic() + lease.renew_interval(self.zk.call_timeout)
 
-    def _check(self) -> None:
-        """Steps 2-5: find out where we stand and publish the verdict."""
+    def _check(self, predecessor_led: bool = False) -> None:
+        """Steps 2-5: find out where we stand and publish the verdict.
+
+        `predecessor_led`: the znode just deleted was our predecessor *and* first in our
+        last listing. Then we are first without listing again: sequence numbers in a parent
+        only grow, so no candidate created since can sort before us. (If the parent was
+        recreated meanwhile, our own znode went with it and step 4's check fails.)
+        """
         if self._left or not self.zk.connected:
             return
         token = self.board.token
+        if predecessor_led and self.my_node is not None and self._lead(token):
+            return
         for _ in range(MAX_RELISTS):
             # 1. Be a candidate.
             if self.my_node is None:
@@ -364,6 +375,7 @@ class Election:
         if answered is None or timeout is None:
             return False
         self._predecessor = None
+        self._predecessor_was_first = False
         self._lease_deadline = lease.lease_deadline(answered, timeout)
         if self.board.verdict(
             token, Role.LEADER, self.config.identity, stat.czxid,
@@ -382,6 +394,7 @@ class Election:
         if self.zk.stat(predecessor, watch=True) is None:
             return False  # vanished between listing and watching: list again
         self._predecessor = predecessor
+        self._predecessor_was_first = predecessor == first
         if self.zk.stat(self.my_node, watch=True) is None:
             self.my_node = None
             return False

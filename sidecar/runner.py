@@ -5,10 +5,13 @@ from an earlier container), metrics, status writer, HTTP, Kubernetes publisher a
 operator (when enabled), then the election.
 
 Graceful stop (SIGTERM, SIGINT), in this order, each step bounded in time:
-1. demote: `unknown` into the role files, then (bounded wait) the pod label;
+1. demote: `unknown` into the role files (waited for), then the pod label is requested;
 2. delete the own znode, so the successor is woken at once, not after a session timeout;
-3. close the ZooKeeper session;
+3. wait (bounded) until the `unknown` label is on the pod, close the ZooKeeper session;
 4. stop the operator, publishers, HTTP and the writer (cancel-and-wait); exit 0.
+
+The label is requested before the znode is deleted but not waited for: a slow or dead API
+server must not delay the successor (it clears a stale `leader` label itself).
 
 `leave()` (the preStop hook) runs steps 1 and 2 and keeps the process alive.
 """
@@ -20,7 +23,7 @@ import threading
 from typing import Any
 
 from .board import StatusBoard
-from .config import Config
+from .config import Config, ConfigError
 from .election import Election
 from .httpapi import HttpServer, elector_routes, sidecar_routes
 from .metrics import Metrics
@@ -29,7 +32,7 @@ from .state import RoleStatus, ZkState
 
 log = logging.getLogger(__name__)
 
-LABEL_WAIT_ON_STOP = 1.0
+LABEL_WAIT_ON_STOP = 2.0
 
 
 class Sidecar:
@@ -94,12 +97,15 @@ class Sidecar:
     def _start_kubernetes(self) -> None:
         if not self.config.publishes_to_kubernetes:
             return
-        from .k8s import KubernetesPublisher
+        from .k8s import KubernetesConfigError, KubernetesPublisher
         from .operator import start_operator
 
-        self.kubernetes = KubernetesPublisher(
-            self.config, self.metrics, on_label_sync=self.board.set_label_in_sync
-        )
+        try:
+            self.kubernetes = KubernetesPublisher(
+                self.config, self.metrics, on_label_sync=self.board.set_label_in_sync
+            )
+        except KubernetesConfigError as error:
+            raise ConfigError(str(error)) from None
         self.board.add_publisher(self.kubernetes)
         self.operator = start_operator(self.config, self, self.kubernetes)
 
@@ -111,20 +117,16 @@ class Sidecar:
             self.board.freeze()
             self.board.wait_written(1.0)
             log.debug("leaving: role files say unknown")
-            self._wait_label()
             self.election.leave(timeout=self.election.zk.call_timeout)
             log.debug("leaving: out of the election")
-
-    def _wait_label(self) -> None:
-        wait = getattr(self.kubernetes, "wait_synced", None)
-        if wait is not None:
-            wait(LABEL_WAIT_ON_STOP)
 
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.leave_now()
+        if self.kubernetes is not None:
+            self.kubernetes.flush(LABEL_WAIT_ON_STOP)
         self.election.stop()
         for part in (self.operator, self.kubernetes, self.elector_http, self.http):
             if part is not None:

@@ -30,6 +30,10 @@ from .zk import NoNode, ZkError, ZkSession
 CONNECT_TIMEOUT = 10.0
 
 
+class StatusUnavailable(Exception):
+    """A source of the status (ZooKeeper, the Kubernetes API) did not answer."""
+
+
 @dataclasses.dataclass(frozen=True)
 class QueueEntry:
     position: int
@@ -68,18 +72,23 @@ def _kubernetes_rows(
     namespace = args.namespace or env.get("POD_NAMESPACE")
     if not namespace:
         raise ConfigError("--kubernetes needs --namespace or POD_NAMESPACE")
-    from .k8s import list_group_pods
+    from .k8s import KubernetesApiError, KubernetesConfigError, list_group_pods
 
     config = Config(
         zk_hosts="-", election=election, identity="", namespace=namespace,
         kubeconfig=args.kubeconfig or env.get("KUBECONFIG"),
     )
     rows = []
-    for pod in list_group_pods(config):
-        expected = "leader" if pod.name == leader else "follower"
+    try:
+        pods = list_group_pods(config)
+    except KubernetesConfigError as error:
+        raise ConfigError(str(error)) from None
+    except KubernetesApiError as error:
+        raise StatusUnavailable(str(error)) from None
+    for pod in pods:
         rows.append(
             {"pod": pod.name, "role_label": pod.role_label, "epoch": pod.epoch,
-             "agrees": pod.role_label == expected}
+             "agrees": pod.agrees_with(leader)}
         )
     return rows
 
@@ -105,7 +114,11 @@ def print_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     finally:
         zk.close()
     leader = entries[0].identity if entries else None
-    pods = _kubernetes_rows(args, env, election, leader) if args.kubernetes else None
+    try:
+        pods = _kubernetes_rows(args, env, election, leader) if args.kubernetes else None
+    except StatusUnavailable as error:
+        print(f"leader-sidecar: {error}", file=sys.stderr)
+        return 1
     if args.json:
         document: dict[str, Any] = {
             "election": election, "path": path, "leader": leader,

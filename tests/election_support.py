@@ -22,6 +22,7 @@ class Group:
     def spawn(
         self, zk_hosts: str, count: int = 1, session_timeout: float = SESSION_TIMEOUT,
         extra_args: tuple[str, ...] = (), http_port: int = 0,
+        kubeconfig: Path | None = None, namespace: str | None = None,
     ) -> list[SidecarProcess]:
         started = []
         for _ in range(count):
@@ -30,6 +31,7 @@ class Group:
                 identity=identity, zk_hosts=zk_hosts, role_dir=self.tmp_path / identity,
                 election=self.election, session_timeout=session_timeout,
                 extra_args=extra_args, http_port=http_port,
+                kubeconfig=kubeconfig, namespace=namespace,
             ).start()
             self.members.append(member)
             started.append(member)

@@ -40,14 +40,20 @@ class SidecarProcess:
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
+    kubeconfig: Path | None = None  # with `namespace`: publish to that Kubernetes API
+    namespace: str | None = None
 
     def command(self) -> list[str]:
+        if self.kubeconfig is not None and self.namespace is not None:
+            kubernetes = ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace]
+        else:
+            kubernetes = ["--no-k8s"]
         return [
             sys.executable, "-m", "sidecar", "run",
             "--zk-hosts", self.zk_hosts, "--election", self.election,
             "--identity", self.identity, "--role-dir", str(self.role_dir),
             "--session-timeout", str(self.session_timeout),
-            "--http-port", str(self.http_port), "--no-k8s", *self.extra_args,
+            "--http-port", str(self.http_port), *kubernetes, *self.extra_args,
         ]
 
     def start(self) -> SidecarProcess:
