@@ -1,43 +1,35 @@
-"""Failover latency of leader-sidecar on a real local ZooKeeper ensemble.
+"""Failover latency of leader-sidecar and of kazoo's `Election` recipe, side by side.
 
-Starts a three-server ensemble and N sidecar processes, then repeatedly stops the leader
-(SIGTERM: graceful; SIGKILL: crash) and measures, from the signal to the moment another
-candidate's role file says `leader`. The stopped candidate is restarted between rounds,
-so N stay in the election. Prints median, p99 and max; writes JSON.
+Starts a three-server ensemble and, for each implementation in turn on that same ensemble,
+N candidate processes (`python -m sidecar run`, or `bench/recipe_candidate.py` for the
+recipe), then repeatedly stops the leader (SIGTERM: graceful; SIGKILL: crash) and measures,
+from the signal to the moment another candidate's role file says `leader`. Both write
+their role file the same way (atomic rename after fsync). The stopped candidate is
+restarted between rounds, so N stay in the election. Also the time to the first leader on
+a cold start (process start-up included). Prints median, p99 and max; writes JSON with the
+samples (for the plot in docs/benchmarks.md).
 
-Run: `make bench` or `python bench/failover.py --graceful-rounds 50 --crash-rounds 10`.
+Run: `make bench` or `python bench/failover.py --graceful-rounds 50 --crash-rounds 50`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, RecipeProcess, machine, summary, write_json
 
 from sidecar.lab.candidates import LeaseMonitor, SidecarProcess, leaders, wait_for
 from sidecar.lab.ensemble import Ensemble
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "median_ms": statistics.median(values) * 1000,
-        "p99_ms": percentile(values, 0.99) * 1000,
-        "max_ms": max(values) * 1000,
-    }
+IMPLEMENTATIONS = {"leader-sidecar": SidecarProcess, "kazoo-recipe": RecipeProcess}
 
 
 def settle(members: list[SidecarProcess], timeout: float = 30.0) -> SidecarProcess:
@@ -69,37 +61,68 @@ def measure_round(members: list[SidecarProcess], graceful: bool) -> float:
     return took
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
-    base = Path(tempfile.mkdtemp(prefix="bench-failover-"))
-    ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms).start()
+def run_implementation(
+    name: str, ensemble: Ensemble, base: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    kind = IMPLEMENTATIONS[name]
     members = [
-        SidecarProcess(
-            identity=f"app-{i}", zk_hosts=ensemble.connect_string, role_dir=base / f"app-{i}",
-            election="bench", session_timeout=args.session_timeout,
-        ).start()
+        kind(
+            identity=f"{name}-{i}", zk_hosts=ensemble.connect_string,
+            role_dir=base / name / f"c{i}", election="bench",
+            session_timeout=args.session_timeout,
+        )
         for i in range(args.candidates)
     ]
+    cold_start = time.monotonic()
+    for member in members:
+        member.start()
     try:
-        cold_start = time.monotonic()
         settle(members)
         first_leader = time.monotonic() - cold_start
         with LeaseMonitor({m.identity: m.role_dir for m in members}) as monitor:
-            graceful = [measure_round(members, True) for _ in range(args.graceful_rounds)]
-            crash = [measure_round(members, False) for _ in range(args.crash_rounds)]
-        violations = len(monitor.violations())
+            graceful = []
+            for i in range(args.graceful_rounds):
+                graceful.append(measure_round(members, True))
+                progress(name, "graceful", i + 1, args.graceful_rounds, graceful[-1])
+            crash = []
+            for i in range(args.crash_rounds):
+                crash.append(measure_round(members, False))
+                progress(name, "crash", i + 1, args.crash_rounds, crash[-1])
     finally:
         for member in members:
             member.cleanup()
-        ensemble.stop()
-    return {
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "candidates": args.candidates,
-        "session_timeout_s": args.session_timeout,
+    result: dict[str, Any] = {
         "first_leader_after_start_ms": first_leader * 1000,
         "graceful": summary(graceful),
         "crash": summary(crash),
-        "two_leader_instants": violations,
+    }
+    if name == "leader-sidecar":  # the recipe writes no lease to check
+        result["two_leader_instants"] = len(monitor.violations())
+    return result
+
+
+def progress(name: str, kind: str, done: int, total: int, took: float) -> None:
+    if done == total or done % 10 == 0:
+        print(f"  {name} {kind}: {done}/{total} rounds (last {took * 1000:.1f} ms)", flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms).start()
+    results: dict[str, Any] = {}
+    try:
+        info = machine(ensemble)
+        for name in args.implementations.split(","):
+            results[name] = run_implementation(name, ensemble, base, args)
+    finally:
+        ensemble.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        "machine": info,
+        "candidates": args.candidates,
+        "session_timeout_s": args.session_timeout,
+        "tick_ms": args.tick_ms,
+        "implementations": results,
     }
 
 
@@ -107,27 +130,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--graceful-rounds", type=int, default=50)
-    parser.add_argument("--crash-rounds", type=int, default=10)
+    parser.add_argument("--crash-rounds", type=int, default=50)
     parser.add_argument("--session-timeout", type=float, default=2.0)
     parser.add_argument("--tick-ms", type=int, default=200)
-    parser.add_argument("--json", type=Path, default=Path("bench/results/failover.json"))
+    parser.add_argument(
+        "--implementations", default=",".join(IMPLEMENTATIONS),
+        help=f"comma-separated, from {', '.join(IMPLEMENTATIONS)}",
+    )
+    parser.add_argument("--json", type=Path, default=RESULTS / "failover.json")
     args = parser.parse_args()
     result = run(args)
-    print(f"leader-sidecar failover, {args.candidates} candidates, "
-          f"session timeout {args.session_timeout:g}s (real 3-server ZooKeeper on loopback)")
-    print(f"{'kind':<10}{'rounds':>8}{'median ms':>12}{'p99 ms':>10}{'max ms':>10}")
-    for kind in ("graceful", "crash"):
-        row = result[kind]
-        assert isinstance(row, dict)
-        print(f"{kind:<10}{row['n']:>8}{row['median_ms']:>12.1f}{row['p99_ms']:>10.1f}"
-              f"{row['max_ms']:>10.1f}")
-    print(f"first leader after a cold start: {result['first_leader_after_start_ms']:.0f} ms "
-          "(includes Python start-up)")
-    print(f"instants with two unexpired leases: {result['two_leader_instants']}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print_table(result)
+    write_json(args.json, result)
     return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"\nfailover latency, {result['candidates']} candidate processes, session timeout "
+          f"{result['session_timeout_s']:g} s (real 3-server ZooKeeper on loopback)")
+    print(f"{'implementation':<16}{'kind':<10}{'rounds':>7}{'median ms':>11}{'p99 ms':>9}"
+          f"{'max ms':>9}")
+    for name, data in result["implementations"].items():
+        for kind in ("graceful", "crash"):
+            row = data[kind]
+            if row["n"]:
+                print(f"{name:<16}{kind:<10}{row['n']:>7}{row['median_ms']:>11.1f}"
+                      f"{row['p99_ms']:>9.1f}{row['max_ms']:>9.1f}")
+    for name, data in result["implementations"].items():
+        print(f"{name}: first leader {data['first_leader_after_start_ms']:.0f} ms after a cold "
+              "start (process start-up included)"
+              + (f"; instants with two unexpired leases: {data['two_leader_instants']}"
+                 if "two_leader_instants" in data else ""))
 
 
 if __name__ == "__main__":
