@@ -61,19 +61,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, document: object) -> None:
         self._send(code, (json.dumps(document) + "\n").encode())
 
-    def do_GET(self) -> None:
-        route = self.server.routes_get.get(self.path.split("?", 1)[0])
+    def _dispatch(self, routes: dict[str, Route]) -> None:
+        route = routes.get(self.path.split("?", 1)[0])
         if route is None:
             self._json(404, {"error": "not found"})
-            return
-        route(self)
+        else:
+            route(self)
+
+    def do_GET(self) -> None:
+        self._dispatch(self.server.routes_get)
 
     def do_POST(self) -> None:
-        route = self.server.routes_post.get(self.path.split("?", 1)[0])
-        if route is None:
-            self._json(404, {"error": "not found"})
-            return
-        route(self)
+        self._dispatch(self.server.routes_post)
 
 
 Route = Callable[[_Handler], None]

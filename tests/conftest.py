@@ -16,7 +16,7 @@ import pytest
 from election_support import Group
 
 from sidecar.lab.candidates import wait_for
-from sidecar.lab.ensemble import Ensemble
+from sidecar.lab.ensemble import Ensemble, running_ensemble
 from sidecar.lab.faultproxy import FaultyNetwork
 
 _counter = itertools.count()
@@ -24,20 +24,15 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def ensemble() -> Iterator[Ensemble]:
-    zk = Ensemble(size=3, tick_time_ms=200)
-    try:
-        yield zk.start()
-    finally:
-        zk.stop()
+    with running_ensemble(size=3, tick_time_ms=200) as zk:
+        yield zk
 
 
 @pytest.fixture
 def fresh_ensemble() -> Iterator[Ensemble]:
-    zk = Ensemble(size=3, tick_time_ms=200)
-    try:
-        yield zk.start()
-    finally:
-        zk.stop()
+    """An ensemble of the test's own, for tests that kill servers."""
+    with running_ensemble(size=3, tick_time_ms=200) as zk:
+        yield zk
 
 
 @pytest.fixture

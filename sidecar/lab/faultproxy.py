@@ -18,6 +18,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 CREATE_OPCODES = {1, 15, 19, 21}  # create, create2, createContainer, createTTL
 
@@ -162,25 +163,24 @@ class FaultyNetwork:
         return ",".join(f"127.0.0.1:{proxy.port}" for proxy in self.proxies)
 
     def blackhole(self) -> None:
-        for proxy in self.proxies:
-            proxy.blackhole()
+        self._each(FaultProxy.blackhole)
 
     def cut(self) -> None:
-        for proxy in self.proxies:
-            proxy.cut()
+        self._each(FaultProxy.cut)
 
     def drop_reply_after_create(self) -> None:
+        self._each(FaultProxy.drop_reply_after_create)
+
+    def _each(self, action: Callable[[FaultProxy], None]) -> None:
         for proxy in self.proxies:
-            proxy.drop_reply_after_create()
+            action(proxy)
 
     @property
     def creates_dropped(self) -> int:
         return sum(proxy.creates_dropped for proxy in self.proxies)
 
     def heal(self) -> None:
-        for proxy in self.proxies:
-            proxy.heal()
+        self._each(FaultProxy.heal)
 
     def close(self) -> None:
-        for proxy in self.proxies:
-            proxy.close()
+        self._each(FaultProxy.close)

@@ -27,6 +27,16 @@ def _start(ensemble: Ensemble, group: Group, kube_api: KubeApi, count: int = 3,
     )
 
 
+def _start_in_sync(
+    ensemble: Ensemble, group: Group, kube_api: KubeApi
+) -> tuple[list[SidecarProcess], SidecarProcess]:
+    """Three sidecars, one leader, and every label agreeing with its role file."""
+    members = _start(ensemble, group, kube_api)
+    leader = group.wait_one_leader()
+    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    return members, leader
+
+
 def _labels_follow(kube_api: KubeApi, members: list[SidecarProcess]) -> bool:
     """Every live pod's label says what its role file says (leader/follower)."""
     return all(
@@ -36,9 +46,7 @@ def _labels_follow(kube_api: KubeApi, members: list[SidecarProcess]) -> bool:
 
 
 def test_label_and_annotations_on_start(ensemble: Ensemble, group: Group, kube_api: KubeApi) -> None:
-    members = _start(ensemble, group, kube_api)
-    leader = group.wait_one_leader()
-    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    members, leader = _start_in_sync(ensemble, group, kube_api)
     leaders = [p["metadata"]["name"] for p in kube_api.pods()
                if p["metadata"].get("labels", {}).get("role") == "leader"]
     assert leaders == [leader.identity], "`kubectl get pods -l role=leader` finds exactly it"
@@ -52,9 +60,7 @@ def test_label_and_annotations_on_start(ensemble: Ensemble, group: Group, kube_a
 def test_label_moves_on_graceful_and_crash_failover(
     ensemble: Ensemble, group: Group, kube_api: KubeApi
 ) -> None:
-    members = _start(ensemble, group, kube_api)
-    first = group.wait_one_leader()
-    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    _members, first = _start_in_sync(ensemble, group, kube_api)
     assert first.terminate() == 0
     second = group.wait_one_leader(timeout=SLACK)
     assert wait_for(lambda: kube_api.labels(first.identity).get("role") == "unknown", API_SLACK)
@@ -69,9 +75,7 @@ def test_label_moves_on_graceful_and_crash_failover(
 
 
 def test_drift_is_restored(ensemble: Ensemble, group: Group, kube_api: KubeApi) -> None:
-    members = _start(ensemble, group, kube_api)
-    leader = group.wait_one_leader()
-    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    _members, leader = _start_in_sync(ensemble, group, kube_api)
     kube_api.label_pod(leader.identity, "role", "follower")
     assert wait_for(lambda: kube_api.labels(leader.identity).get("role") == "leader", API_SLACK)
 
@@ -79,9 +83,7 @@ def test_drift_is_restored(ensemble: Ensemble, group: Group, kube_api: KubeApi) 
 def test_step_down_through_the_annotation(
     ensemble: Ensemble, group: Group, kube_api: KubeApi
 ) -> None:
-    members = _start(ensemble, group, kube_api)
-    old = group.wait_one_leader()
-    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    members, old = _start_in_sync(ensemble, group, kube_api)
     kube_api.annotate_pod(old.identity, STEP_DOWN_ANNOTATION, "please")
     assert wait_for(lambda: old.role() == "follower", API_SLACK)
     new = group.wait_one_leader(timeout=SLACK)
@@ -94,9 +96,7 @@ def test_step_down_through_the_annotation(
 
 
 def test_api_down_during_failover(ensemble: Ensemble, group: Group, kube_api: KubeApi) -> None:
-    members = _start(ensemble, group, kube_api)
-    old = group.wait_one_leader()
-    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    _members, old = _start_in_sync(ensemble, group, kube_api)
     kube_api.down()
     assert old.terminate() == 0, "a dead API does not stop a graceful stop"
     new = group.wait_one_leader(timeout=SLACK)
@@ -123,9 +123,7 @@ def test_forbidden_leaves_the_election_alone(
 def test_slow_api_does_not_delay_the_successor(
     ensemble: Ensemble, group: Group, kube_api: KubeApi
 ) -> None:
-    members = _start(ensemble, group, kube_api)
-    old = group.wait_one_leader()
-    assert wait_for(lambda: _labels_follow(kube_api, members), API_SLACK)
+    members, old = _start_in_sync(ensemble, group, kube_api)
     kube_api.slow(5.0, verbs={"patch"}, resource="pods")
     started = time.monotonic()
     old.signal(15)
