@@ -1,0 +1,184 @@
+"""Herd effect: what one leader change costs, for N = 10, 50, 200 candidates.
+
+For leader-sidecar, kazoo's `Election` recipe and a naive election (every candidate
+watches the parent's children), all against the same three-server ensemble in the same run,
+with in-process candidates (see `inproc.py`: each has its own session). Each round the
+leader resigns gracefully; from that instant until the successor leads plus a quiet tail,
+the survivors' client-side counters give:
+
+- watch notifications delivered, and candidates woken (got at least one): the herd;
+- requests sent until every survivor has caught up (the window covers a quarter of the
+  session timeout: leader-sidecar's followers learn the new leader's name at their next
+  periodic look, one `get` each, spread over that time, not woken by a watch), minus the
+  steady-state request rate measured just before over an equal time (leader-sidecar
+  renews its lease and its followers look at the queue periodically; the recipe and the
+  naive election send nothing between changes);
+- the servers' `zk_packets_received` (all three, from `mntr`) over the same window minus
+  the same baseline: what the ensemble sees, pings included in the baseline.
+
+Run: `python bench/herd.py` (add `--sizes 10,50` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, machine, mntr, mntr_total, write_json
+from inproc import KINDS
+
+from sidecar.lab.candidates import wait_for
+from sidecar.lab.ensemble import Ensemble
+
+BASELINE = 2.0
+
+
+def totals(members: list[Any]) -> tuple[int, int, list[int]]:
+    watches = [m.counters.watch_events for m in members]
+    return sum(m.counters.requests for m in members), sum(watches), watches
+
+
+def one_leader(members: list[Any]) -> Any | None:
+    leading = [m for m in members if m.leading()]
+    if len(leading) == 1 and all(m.decided() for m in members):
+        return leading[0]
+    return None
+
+
+def measure(kind: str, size: int, ensemble: Ensemble, base: Path, args: argparse.Namespace,
+            ) -> dict[str, Any]:
+    factory = KINDS[kind]
+    election = f"herd-{kind}-{size}"
+    members: list[Any] = [
+        factory(ensemble.connect_string, election, f"c{i:03d}", base / election,
+                args.session_timeout)
+        for i in range(size)
+    ]
+    started = time.monotonic()
+    for member in members:
+        member.start()
+    if not wait_for(lambda: one_leader(members) is not None, 60, 0.01):
+        raise SystemExit(f"{kind} N={size}: no single leader")
+    first_leader = time.monotonic() - started
+    rounds = []
+    try:
+        for _ in range(args.rounds):
+            time.sleep(0.5)
+            leader = one_leader(members)
+            assert leader is not None
+            survivors = [m for m in members if m is not leader]
+            # Steady-state rates over BASELINE seconds.
+            r0, _, _ = totals(survivors)
+            p0 = mntr_total(mntr(ensemble), "zk_packets_received")
+            time.sleep(BASELINE)
+            r1, w1, watch_before = totals(survivors)
+            p1 = mntr_total(mntr(ensemble), "zk_packets_received")
+            request_rate = (r1 - r0) / BASELINE
+            packet_rate = (p1 - p0) / BASELINE
+            # The leader change.
+            t0 = time.monotonic()
+            resign = threading.Thread(target=leader.resign)
+            resign.start()
+            if not wait_for(lambda s=survivors: any(m.leading() for m in s), 30, 0.0005):
+                raise SystemExit(f"{kind} N={size}: no successor")
+            took = time.monotonic() - t0
+            # The tail: stragglers' requests. leader-sidecar's followers learn the new
+            # leader's identity at their next periodic look (a quarter of the session
+            # timeout), so the window covers that too.
+            time.sleep(args.session_timeout / 4 + 0.25)
+            resign.join(30)
+            window = time.monotonic() - t0
+            r2, w2, watch_after = totals(survivors)
+            p2 = mntr_total(mntr(ensemble), "zk_packets_received")
+            members = survivors
+            woken = sum(1 for a, b in zip(watch_before, watch_after, strict=True) if b > a)
+            rounds.append({
+                "candidates": len(survivors) + 1,
+                "failover_ms": took * 1000,
+                "watch_events": w2 - w1,
+                "woken": woken,
+                "requests": r2 - r1,
+                "requests_net": (r2 - r1) - request_rate * window,
+                "server_packets_net": (p2 - p1) - packet_rate * window,
+                "steady_requests_per_s": request_rate,
+                "steady_server_packets_per_s": packet_rate,
+            })
+            print(f"  {kind:<15} N={size:<4} woken {woken:>4}  watch events {w2 - w1:>4}  "
+                  f"requests {r2 - r1:>5} (net {rounds[-1]['requests_net']:>7.1f})  "
+                  f"failover {took * 1000:7.1f} ms", flush=True)
+    finally:
+        for member in reversed(members):
+            try:
+                member.stop()
+            except Exception as error:  # a failing stop must not keep the others running
+                print(f"  stopping {kind} candidate failed: {error}", file=sys.stderr)
+
+    def mean(key: str) -> float:
+        return statistics.fmean(r[key] for r in rounds)
+
+    return {
+        "first_leader_ms": first_leader * 1000,
+        "rounds": rounds,
+        "woken_per_change": mean("woken"),
+        "watch_events_per_change": mean("watch_events"),
+        "requests_per_change": mean("requests"),
+        "requests_net_per_change": mean("requests_net"),
+        "server_packets_net_per_change": mean("server_packets_net"),
+        "steady_requests_per_s": mean("steady_requests_per_s"),
+        "steady_server_packets_per_s": mean("steady_server_packets_per_s"),
+        "failover_median_ms": statistics.median(r["failover_ms"] for r in rounds),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,50,200")
+    parser.add_argument("--implementations", default=",".join(KINDS))
+    parser.add_argument("--rounds", type=int, default=5, help="leader changes per N")
+    parser.add_argument("--session-timeout", type=float, default=4.0)
+    parser.add_argument("--tick-ms", type=int, default=200)
+    parser.add_argument("--json", type=Path, default=RESULTS / "herd.json")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-herd-"))
+    ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms).start()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        info = machine(ensemble)
+        for size in (int(s) for s in args.sizes.split(",")):
+            for kind in args.implementations.split(","):
+                results.setdefault(kind, {})[str(size)] = measure(kind, size, ensemble, base, args)
+    finally:
+        ensemble.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    result = {"machine": info, "session_timeout_s": args.session_timeout,
+              "rounds": args.rounds, "implementations": results}
+    print_table(result)
+    write_json(args.json, result)
+    return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"\nherd effect per leader change (mean of {result['rounds']} graceful changes, "
+          f"in-process candidates, session timeout {result['session_timeout_s']:g} s)")
+    print(f"{'implementation':<16}{'N':>5}{'woken':>7}{'watch ev':>10}{'requests':>10}"
+          f"{'net req':>9}{'srv pkts':>10}{'steady req/s':>14}{'failover ms':>13}")
+    for kind, sizes in result["implementations"].items():
+        for size, row in sizes.items():
+            print(f"{kind:<16}{size:>5}{row['woken_per_change']:>7.1f}"
+                  f"{row['watch_events_per_change']:>10.1f}{row['requests_per_change']:>10.1f}"
+                  f"{row['requests_net_per_change']:>9.1f}"
+                  f"{row['server_packets_net_per_change']:>10.1f}"
+                  f"{row['steady_requests_per_s']:>14.1f}{row['failover_median_ms']:>13.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
