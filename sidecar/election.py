@@ -265,6 +265,8 @@ class Election:
             self._check()
         elif path == self._predecessor:
             self.wakeups += 1
+            if self.metrics is not None:
+                self.metrics.watch_wakeups.inc()
             self._check(predecessor_led=self._predecessor_was_first and kind is WatchKind.DELETED)
 
     def _on_tick(self) -> None:

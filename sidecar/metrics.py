@@ -59,6 +59,11 @@ class Metrics:
             "leader_sidecar_label_in_sync",
             "1 when the pod's role label matches the election's verdict", registry=r,
         )
+        self.watch_wakeups = Counter(
+            "leader_sidecar_watch_wakeups",
+            "re-checks caused by the predecessor's watch (one candidate per leader change)",
+            registry=r,
+        )
         self.session_timeout = Gauge(
             "leader_sidecar_zk_negotiated_session_timeout_seconds",
             "session timeout the ZooKeeper server granted", registry=r,
