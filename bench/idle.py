@@ -1,0 +1,104 @@
+"""Cost of one idle sidecar: resident memory and CPU over a minute.
+
+Two `python -m sidecar run` processes on one real three-server ensemble, each alone in its
+election (so each is a leader renewing its lease, the busier idle state), measured at the
+same time: one with `--no-k8s`, one publishing to kmock's Kubernetes emulator (the test
+suite's `tests/kube/kmock_support.KubeApi`, running in this process, so its own CPU is not
+counted) with the kopf operator watching the group's pods. After a warm-up, CPU is the
+process's utime+stime over the window; memory is VmRSS, sampled every second.
+
+Run: `python bench/idle.py` (`--seconds 10` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "kube"))
+
+from common import RESULTS, machine, process_cpu_seconds, process_rss_mb, write_json
+from kmock_support import KubeApi
+
+from sidecar.k8s import GROUP_LABEL
+from sidecar.lab.candidates import SidecarProcess, wait_for
+from sidecar.lab.ensemble import Ensemble
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--session-timeout", type=float, default=6.0,
+                        help="the sidecar's default (6 s): renewals every 1.5 s")
+    parser.add_argument("--json", type=Path, default=RESULTS / "idle.json")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    # tickTime 300 ms allows sessions up to 6 s (20 ticks).
+    ensemble = Ensemble(size=3, tick_time_ms=300).start()
+    api = KubeApi(base).start()
+    api.add_pod("idle-k8s", {GROUP_LABEL: "idle-k8s", "app": "demo"})
+    sidecars = {
+        "without Kubernetes": SidecarProcess(
+            "idle-plain", ensemble.connect_string, base / "plain", election="idle-plain",
+            session_timeout=args.session_timeout,
+        ),
+        "with Kubernetes publisher + operator (emulator)": SidecarProcess(
+            "idle-k8s", ensemble.connect_string, base / "k8s", election="idle-k8s",
+            session_timeout=args.session_timeout,
+            kubeconfig=Path(api.kubeconfig_path), namespace=api.namespace,
+        ),
+    }
+    results: dict[str, Any] = {}
+    try:
+        info = machine(ensemble)
+        for sidecar in sidecars.values():
+            sidecar.start()
+        for sidecar in sidecars.values():
+            if not wait_for(lambda s=sidecar: s.role() == "leader", 30):
+                raise SystemExit(f"{sidecar.identity} did not lead")
+        if not wait_for(lambda: api.labels("idle-k8s").get("role") == "leader", 30):
+            raise SystemExit("the Kubernetes publisher did not label the pod")
+        time.sleep(args.warmup)
+        cpu0 = {k: process_cpu_seconds(s.pid) for k, s in sidecars.items()}
+        rss: dict[str, list[float]] = {k: [] for k in sidecars}
+        started = time.monotonic()
+        while time.monotonic() - started < args.seconds:
+            for key, sidecar in sidecars.items():
+                rss[key].append(process_rss_mb(sidecar.pid))
+            time.sleep(1.0)
+        elapsed = time.monotonic() - started
+        for key, sidecar in sidecars.items():
+            cpu = process_cpu_seconds(sidecar.pid) - cpu0[key]
+            results[key] = {
+                "cpu_percent_of_a_core": cpu / elapsed * 100,
+                "rss_mb_median": statistics.median(rss[key]),
+                "rss_mb_max": max(rss[key]),
+                "still_leader": sidecar.role() == "leader",
+            }
+    finally:
+        for sidecar in sidecars.values():
+            sidecar.cleanup()
+        api.close()
+        ensemble.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    result = {"machine": info, "seconds": args.seconds,
+              "session_timeout_s": args.session_timeout, "sidecars": results}
+    print(f"\nidle sidecar (leader, renewing its lease), {args.seconds:g} s window")
+    print(f"{'sidecar':<50}{'RSS MB':>8}{'max':>7}{'CPU % core':>12}")
+    for key, row in results.items():
+        print(f"{key:<50}{row['rss_mb_median']:>8.1f}{row['rss_mb_max']:>7.1f}"
+              f"{row['cpu_percent_of_a_core']:>12.2f}")
+    write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
