@@ -422,7 +422,9 @@ class Election:
         """The lease round trip: also re-arms the watch on the own znode."""
         token = self.board.token
         assert self.my_node is not None
-        stat = self.zk.stat(self.my_node, watch=True)
+        # An answer after the lease ran out renews nothing: wait no longer than the lease.
+        remaining = max(0.05, self._lease_deadline - time.monotonic())
+        stat = self.zk.stat(self.my_node, watch=True, timeout=remaining)
         if stat is None or stat.ephemeral_owner != self.zk.session_id:
             self.my_node = None
             self._leading = False

@@ -292,10 +292,12 @@ class ZkSession:
         names: list[str] = self._call(lambda: self.client.get_children_async(path))
         return names
 
-    def stat(self, path: str, watch: bool = False) -> NodeStat | None:
+    def stat(
+        self, path: str, watch: bool = False, timeout: float | None = None
+    ) -> NodeStat | None:
         """Stat of `path` or None if absent; with `watch`, a watch is left on it either way."""
         watcher = self._watch if watch else None
-        stat = self._call(lambda: self.client.exists_async(path, watch=watcher))
+        stat = self._call(lambda: self.client.exists_async(path, watch=watcher), timeout)
         if stat is None:
             return None
         return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
