@@ -76,7 +76,7 @@ def machine(ensemble: Ensemble | None = None) -> dict[str, Any]:
     if ensemble is not None:
         try:
             srvr = four_letter(ensemble.servers[0].client_port, "srvr")
-            info["zookeeper"] = srvr.splitlines()[0].split(":", 1)[1].strip().split(",")[0]
+            info["zookeeper"] = srvr.splitlines()[0].split(":", 1)[1].strip().split("-")[0]
         except (OSError, IndexError):
             pass
     return info

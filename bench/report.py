@@ -1,0 +1,237 @@
+"""Write `docs/benchmarks.md` and `docs/failover-latency.png` from `bench/results/*.json`.
+
+Run by `bench/run_all.py` after the benchmarks; alone: `python bench/report.py`.
+A benchmark whose JSON is missing is left out of the report with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs"
+PLOT = DOCS / "failover-latency.png"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if len(sys.argv) > 1:  # `report.py RESULTS_DIR`: another results directory (smoke runs)
+        path = Path(sys.argv[1]) / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def plot(failover: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {"leader-sidecar": "#1f77b4", "kazoo-recipe": "#ff7f0e"}
+    for axis, kind, title in (
+        (axes[0], "graceful", "graceful (SIGTERM)"),
+        (axes[1], "crash", "crash (SIGKILL)"),
+    ):
+        for name, data in failover["implementations"].items():
+            samples = sorted(data[kind].get("samples_ms", []))
+            if not samples:
+                continue
+            fraction = [(i + 1) / len(samples) for i in range(len(samples))]
+            axis.step(samples, fraction, where="post", color=colours.get(name),
+                      label=f"{name} (median {data[kind]['median_ms']:.1f} ms, n={len(samples)})")
+        if kind == "crash":
+            axis.axvline(failover["session_timeout_s"] * 1000, color="grey", linestyle="--",
+                         linewidth=1, label="session timeout")
+        axis.set_title(f"failover, {title}")
+        axis.set_xlabel("signal to successor's role file saying leader (ms)")
+        axis.set_ylabel("fraction of rounds")
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="upper left")
+    figure.suptitle(
+        f"{failover['candidates']} candidate processes, 3-server ZooKeeper on loopback, "
+        f"session timeout {failover['session_timeout_s']:g} s", fontsize=10)
+    figure.tight_layout()
+    DOCS.mkdir(exist_ok=True)
+    figure.savefig(PLOT, dpi=110)
+    plt.close(figure)
+
+
+def machine_text(info: dict[str, Any]) -> str:
+    load = info.get("load_average_at_start") or [0, 0, 0]
+    return (f"{info.get('cpus')} CPUs ({info.get('cpu_model') or 'unknown model'}), "
+            f"{info.get('memory_gb')} GB, {info.get('platform')}, Python {info.get('python')}, "
+            f"ZooKeeper {info.get('zookeeper', '?')}; load average at start {load[0]:.2f}")
+
+
+def failover_section(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Failover latency",
+        "",
+        f"{data['candidates']} candidate processes on a 3-server ensemble, session timeout "
+        f"{data['session_timeout_s']:g} s (tickTime {data.get('tick_ms', 200)} ms). Time from "
+        "the signal to the leader until another candidate's role file says `leader` (both "
+        "write it with the same atomic, fsynced rename). The stopped candidate is restarted "
+        "and rejoins at the back after each round. (`bench/failover.py`)",
+        "",
+        "| implementation | failover | rounds | median | p99 | max |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in data["implementations"].items():
+        for kind, label in (("graceful", "graceful (SIGTERM)"), ("crash", "crash (SIGKILL)")):
+            r = row[kind]
+            if r.get("n"):
+                lines.append(f"| {name} | {label} | {r['n']} | {r['median_ms']:.1f} ms | "
+                             f"{r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms |")
+    lines += ["", "| implementation | first leader after a cold start (process start-up "
+              "included) | two unexpired leases at once |", "| --- | ---: | ---: |"]
+    for name, row in data["implementations"].items():
+        lines.append(f"| {name} | {row['first_leader_after_start_ms']:.0f} ms | "
+                     f"{row.get('two_leader_instants', 'n/a (no lease)')} |")
+    lines += ["", f"![failover latency distributions]({PLOT.name})", "",
+              f"Machine: {machine_text(data['machine'])}.", ""]
+    return lines
+
+
+def herd_section(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Herd effect",
+        "",
+        f"One graceful leader change, mean of {data['rounds']} per row; in-process "
+        "candidates, each with its own ZooKeeper session (see `bench/inproc.py` for why), "
+        f"session timeout {data['session_timeout_s']:g} s, all on one ensemble in one run. "
+        "*Woken*: survivors that received a watch notification. *Requests*: requests the "
+        "survivors sent in the window (until every follower has caught up, a quarter of the "
+        "session timeout plus 0.25 s); *net*: minus the steady-state rate over the same time. "
+        "*Server packets*: `zk_packets_received` summed over the three servers, net of the "
+        "steady rate (pings included there). (`bench/herd.py`)",
+        "",
+        "| implementation | N | woken | watch events | requests | net requests | "
+        "server packets (net) | steady requests/s | failover median |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    sizes = sorted({int(n) for rows in data["implementations"].values() for n in rows})
+    for size in sizes:
+        for name, rows in data["implementations"].items():
+            r = rows.get(str(size))
+            if r is None:
+                continue
+            lines.append(
+                f"| {name} | {size} | {r['woken_per_change']:.1f} | "
+                f"{r['watch_events_per_change']:.1f} | {r['requests_per_change']:.1f} | "
+                f"{r['requests_net_per_change']:.1f} | {r['server_packets_net_per_change']:.1f} | "
+                f"{r['steady_requests_per_s']:.1f} | {r['failover_median_ms']:.1f} ms |")
+    lines += [""]
+    return lines
+
+
+def scale_section(data: dict[str, Any]) -> list[str]:
+    cold, idle, steady = data["cold_start"], data["idle_servers"], data["steady_servers"]
+    n = data["candidates"]
+    lines = [
+        "## Scale",
+        "",
+        f"{n} leader-sidecar candidates on one 3-server ensemble, session timeout "
+        f"{data['session_timeout_s']:g} s. Cold start and graceful failover: {n} in-process "
+        "candidates started at once. Crash: the first candidates in the queue are processes "
+        f"that get SIGKILL, the rest of the {n} are in-process. (`bench/scale.py`)",
+        "",
+        "| measure | value |",
+        "| --- | ---: |",
+        f"| first leader after a cold start of {n} | {cold['first_leader_ms']:.0f} ms |",
+        f"| every candidate has a verdict | {cold['all_verdicts_ms']:.0f} ms |",
+    ]
+    for kind in ("graceful", "crash"):
+        r = data[kind]
+        lines.append(f"| {kind} failover, median of {r['n']} (max) | {r['median_ms']:.1f} ms "
+                     f"({r['max_ms']:.1f} ms) |")
+    lines += ["", f"| ZooKeeper, 3 servers together | idle | with {n} candidates |",
+              "| --- | ---: | ---: |"]
+    for key, label in (("packets_received_per_s", "packets received/s"),
+                       ("packets_sent_per_s", "packets sent/s"),
+                       ("servers_cpu_percent_of_a_core", "CPU, % of one core"),
+                       ("watch_count", "watches"), ("connections", "connections"),
+                       ("avg_latency_ms", "average request latency, ms")):
+        lines.append(f"| {label} | {idle[key]:.1f} | {steady[key]:.1f} |")
+    lines += [""]
+    return lines
+
+
+def idle_section(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Cost of one idle sidecar",
+        "",
+        f"One `leader-sidecar run` process, alone in its election (a leader renewing its "
+        f"lease), session timeout {data['session_timeout_s']:g} s, over "
+        f"{data['seconds']:g} s after a warm-up. With Kubernetes: publishing to kmock's "
+        "emulator with the kopf operator watching the group's pods. (`bench/idle.py`)",
+        "",
+        "| sidecar | resident memory (median) | max | CPU, % of one core |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, r in data["sidecars"].items():
+        lines.append(f"| {name} | {r['rss_mb_median']:.1f} MB | {r['rss_mb_max']:.1f} MB | "
+                     f"{r['cpu_percent_of_a_core']:.2f} % |")
+    return [*lines, ""]
+
+
+def safety_section(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Safety under faults",
+        "",
+        f"3 candidate processes, session timeout {data['session_timeout_s']:g} s, "
+        f"{data['rounds']} round(s) per fault. Two leaders: leader-sidecar, two unexpired "
+        "leases at once (lease monitor on the role files); the recipe, two candidates' "
+        "`func` running at once (it has no lease). Recovered: 5 s after the fault ends, "
+        "exactly one candidate says `leader`. (`bench/safety.py`)",
+        "",
+        "| implementation | fault | instants with two leaders | total overlap | recovered |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    labels = {"freeze": "leader frozen (SIGSTOP) past its session",
+              "blackhole": "leader's connection blackholed",
+              "zk-leader": "ZooKeeper leader server killed"}
+    for name, faults in data["implementations"].items():
+        for fault, r in faults.items():
+            lines.append(f"| {name} | {labels.get(fault, fault)} | {r['two_leader_instants']} | "
+                         f"{r['overlap_s']:.2f} s | {r['recovered']}/{data['rounds']} |")
+    return [*lines, ""]
+
+
+def main() -> int:
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/report.py` from `bench/results/*.json`; reproduce everything "
+        "with `make bench` (or `python bench/run_all.py`; `--quick` for a small smoke run). "
+        "Each benchmark runs alone too: `python bench/<name>.py --help`. All of them use a "
+        "real three-server ZooKeeper ensemble on loopback (Debian's package) and leave "
+        "leader-sidecar's code unchanged. The peer is kazoo's own `Election` recipe "
+        "(`client.Election(path, identifier).run(func)`), as its documentation shows it "
+        "(`bench/recipe_candidate.py`).",
+        "",
+    ]
+    sections = (("failover", failover_section), ("herd", herd_section),
+                ("scale", scale_section), ("idle", idle_section), ("safety", safety_section))
+    notes = ROOT / "bench" / "NOTES.md"
+    for name, render in sections:
+        data = load(name)
+        if data is None:
+            out += [f"## {name}", "", f"Not run: `bench/results/{name}.json` is missing.", ""]
+            continue
+        if name == "failover":
+            plot(data)
+        out += render(data)
+    if notes.exists():
+        out += [notes.read_text().rstrip(), ""]
+    (DOCS / "benchmarks.md").write_text("\n".join(out))
+    print(f"wrote {DOCS / 'benchmarks.md'} and {PLOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
