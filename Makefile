@@ -38,11 +38,11 @@ test: $(STAMP) zookeeper
 	$(PY) -m pytest -q
 
 bench: $(STAMP) zookeeper
-	$(PY) bench/failover.py
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/run_all.py
 
 demo: $(STAMP) zookeeper
-	@echo "make demo: the live local showcase is coming (issue 5)."
-	@echo "Meanwhile 'make bench' starts a real ensemble and 5 sidecars and prints failover times."
+	$(PY) -m sidecar demo
 
 kind-up:
 	bash scripts/kind-up.sh

@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     leave = sub.add_parser("leave", help="make the running sidecar leave the election")
     leave.add_argument("--http-port", help="the running sidecar's HTTP port (env HTTP_PORT)")
 
+    from . import demo
+
+    demo.add_arguments(
+        sub.add_parser("demo", help="local showcase: ZooKeeper ensemble, five sidecars, failovers")
+    )
+
     app = sub.add_parser("demo-app", help="tiny HTTP application that shows the role")
     app.add_argument("--port", type=int, default=8080)
     app.add_argument("--role-dir", help="role files directory (env ROLE_DIR)")
@@ -198,8 +204,15 @@ def cmd_demo_app(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run(role_dir, port=validate_port(args.port, "port"))
 
 
+def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .demo import run
+
+    return run(args)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "demo": cmd_demo,
     "status": cmd_status,
     "leave": cmd_leave,
     "demo-app": cmd_demo_app,
