@@ -29,7 +29,7 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (p99 of 50 samples is the largest but one)."""
+    """Nearest-rank percentile (with 50 samples, p99 is the largest)."""
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]

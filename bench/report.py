@@ -65,7 +65,8 @@ def machine_text(info: dict[str, Any]) -> str:
     load = info.get("load_average_at_start") or [0, 0, 0]
     return (f"{info.get('cpus')} CPUs ({info.get('cpu_model') or 'unknown model'}), "
             f"{info.get('memory_gb')} GB, {info.get('platform')}, Python {info.get('python')}, "
-            f"ZooKeeper {info.get('zookeeper', '?')}; load average at start {load[0]:.2f}")
+            f"ZooKeeper {str(info.get('zookeeper', '?')).split('-')[0]}; "
+            f"load average at start {load[0]:.2f}")
 
 
 def failover_section(data: dict[str, Any]) -> list[str]:
@@ -144,6 +145,8 @@ def scale_section(data: dict[str, Any]) -> list[str]:
         "| --- | ---: |",
         f"| first leader after a cold start of {n} | {cold['first_leader_ms']:.0f} ms |",
         f"| every candidate has a verdict | {cold['all_verdicts_ms']:.0f} ms |",
+        f"| (starting the {n} in-process candidates one by one took) | "
+        f"{cold['start_calls_ms']:.0f} ms |",
     ]
     for kind in ("graceful", "crash"):
         r = data[kind]

@@ -75,13 +75,27 @@ def main() -> int:
         # Cold start and graceful failover, all in-process.
         members = [SidecarCandidate(hosts, "scale", f"c{i:03d}", base / "a",
                                     args.session_timeout) for i in range(args.candidates)]
+        # The first leader may be elected while later candidates are still starting: a
+        # watcher thread notes the instant.
+        first_seen: list[float] = []
+        starting = threading.Event()
+
+        def watch_first() -> None:
+            starting.wait()
+            if wait_for(lambda: any(m.leading() for m in members), 60, 0.001):
+                first_seen.append(time.monotonic())
+
+        watcher = threading.Thread(target=watch_first, daemon=True)
+        watcher.start()
         started = time.monotonic()
+        starting.set()
         for member in members:
             member.start()
         started_all = time.monotonic() - started
-        if not wait_for(lambda: any(m.leading() for m in members), 60, 0.001):
+        watcher.join(70)
+        if not first_seen:
             raise SystemExit("no leader")
-        first = time.monotonic() - started
+        first = first_seen[0] - started
         if not wait_for(lambda: settled(members) is not None, 60, 0.01):
             raise SystemExit("no settled election")
         all_decided = time.monotonic() - started
