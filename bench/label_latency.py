@@ -36,18 +36,21 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/results/label_latency.json"))
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-label-"))
-    ensemble = Ensemble().start()
-    api = KubeApi(base).start()
-    members = []
-    for i in range(3):
-        api.add_pod(f"app-{i}", {GROUP_LABEL: "bench", "app": "demo"})
-        members.append(SidecarProcess(
-            identity=f"app-{i}", zk_hosts=ensemble.connect_string, role_dir=base / f"app-{i}",
-            election="bench", kubeconfig=Path(api.kubeconfig_path), namespace=api.namespace,
-        ).start())
+    ensemble = Ensemble()
+    api = KubeApi(base)
+    members: list[SidecarProcess] = []
     files: list[float] = []
     labels: list[float] = []
     try:
+        ensemble.start()
+        api.start()
+        for i in range(3):
+            api.add_pod(f"app-{i}", {GROUP_LABEL: "bench", "app": "demo"})
+            members.append(SidecarProcess(
+                identity=f"app-{i}", zk_hosts=ensemble.connect_string,
+                role_dir=base / f"app-{i}", election="bench",
+                kubeconfig=Path(api.kubeconfig_path), namespace=api.namespace,
+            ).start())
         for _ in range(args.rounds):
             assert wait_for(lambda: len(leaders(members)) == 1 and all(
                 api.labels(m.identity).get("role") == m.role() for m in members), 30)

@@ -405,7 +405,7 @@ class Election:
             return False
         self._leading = False
         self.board.verdict(token, Role.FOLLOWER, leader[1], leader[2])
-        self._schedule_tick()
+        self._next_tick = time.monotonic() + self.zk.call_timeout
         return True
 
     def _leader_of(self, first: str) -> tuple[str, str, int] | None:
@@ -457,7 +457,9 @@ class Election:
         leader = self._leader_of(f"{self.path}/{names[0]}")
         if leader is not None:
             self.board.verdict(token, Role.FOLLOWER, leader[1], leader[2])
-        self._schedule_tick()
+        # Followers list once per session timeout (leaders renew every quarter): at 200
+        # candidates a quarter-timeout listing was most of the ensemble's load.
+        self._next_tick = time.monotonic() + self.zk.call_timeout
 
     def _resign(self) -> None:
         """Step down: demote, delete the own znode, volunteer again at the back."""

@@ -11,6 +11,7 @@ Not guaranteed: anything about ports staying free between `free_port()` and the 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -193,6 +194,9 @@ class Ensemble:
             log.close()
 
     def start(self, timeout: float = 60.0) -> Ensemble:
+        # The servers run in sessions of their own (a Ctrl-C meant for us must not kill
+        # them mid-test), so make sure an exiting interpreter takes them along.
+        atexit.register(self.stop)
         for server in self.servers:
             self.start_server(server)
         self.wait_serving(timeout)
@@ -238,6 +242,7 @@ class Ensemble:
             server.process = None
         if self._own_dir and not keep_data:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+            atexit.unregister(self.stop)
 
     def __enter__(self) -> Ensemble:
         return self.start()
