@@ -54,6 +54,7 @@ class StatusBoard:
         self._token = 0
         self._frozen = False
         self._stopping = False
+        self._latest_lease: dt.datetime | None = None  # the latest lease ever published
         self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
 
     # -- reading ---------------------------------------------------------------------
@@ -79,6 +80,10 @@ class StatusBoard:
             status = status.replace(since=self._clock())
         if status == self._status:
             return
+        if status.lease_expires is not None and (
+            self._latest_lease is None or status.lease_expires > self._latest_lease
+        ):
+            self._latest_lease = status.lease_expires
         self._status = status
         self._version += 1
         self._changed_at = time.monotonic()
@@ -164,6 +169,22 @@ class StatusBoard:
                     return False
                 self._cond.wait(remaining)
             return True
+
+    def wait_demoted(self, timeout: float) -> None:
+        """Wait until the files say the newest (demoted) role. If they cannot be written in
+        time, wait until every lease they may still show has run out: only then may the
+        caller let a successor take over (delete the znode, close the session)."""
+        if self.wait_written(timeout):
+            return
+        with self._cond:
+            latest = self._latest_lease
+        if latest is None:
+            return
+        remaining = (latest - self._clock()).total_seconds()
+        if remaining > 0:
+            log.error("role files not written in %gs; waiting %.2fs for the lease to run out",
+                      timeout, remaining)
+            time.sleep(remaining)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:

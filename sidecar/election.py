@@ -132,6 +132,8 @@ class Election:
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         # State below is touched by the worker thread only.
         self.my_node: str | None = None
+        self._node_session: int | None = None  # the session my_node was created in
+        self._watch_armed = False  # predecessor and own watches set on this connection
         self._attempt_in_doubt: str | None = None
         self._predecessor: str | None = None
         self._predecessor_was_first = False
@@ -246,12 +248,19 @@ class Election:
 
     def _on_session_event(self, event: SessionEvent | None) -> None:
         self._leading = False
+        self._watch_armed = False  # kazoo does not re-arm watches after a reconnect
         if event is SessionEvent.CONNECTED:
+            session = self.zk.session_id
+            if self.my_node is not None and session is not None and self._node_session != session:
+                # Created in a session that has since expired: the server deleted it. A
+                # node created in the *new* session (a race with LOST) is kept.
+                self.my_node = None
+                self._attempt_in_doubt = None
+                self._predecessor = None
             self._check()
         elif event is SessionEvent.LOST:
-            # The server has deleted our ephemeral znode; kazoo opens a new session and
-            # we volunteer again, at the back of the queue, when it reports CONNECTED.
-            self.my_node = None
+            # kazoo opens a new session and we volunteer again, at the back of the queue,
+            # when it reports CONNECTED (see above for what is forgotten then).
             self._attempt_in_doubt = None
             self._predecessor = None
 
@@ -305,6 +314,8 @@ class Election:
             # 1. Be a candidate.
             if self.my_node is None:
                 self._leading = False
+                if self.board.token != token:
+                    return  # a session change is queued; it re-checks with the new state
                 self.my_node = self._volunteer()
             # 2. List, ignoring foreign children, ordered by integer sequence.
             try:
@@ -336,19 +347,22 @@ class Election:
             adopted = self._recover(self._attempt_in_doubt)
             if adopted is not None:
                 self._attempt_in_doubt = None
+                self._node_session = self.zk.session_id
                 return adopted
         attempt = self._attempt_in_doubt or uuid.uuid4().hex
         self._attempt_in_doubt = attempt
+        session = self.zk.require_session()
         node = self.zk.create_ephemeral_sequential(
             f"{self.path}/{CANDIDATE_PREFIX}{attempt}-", self.data
         )
         self._attempt_in_doubt = None
+        self._node_session = session
         log.info("volunteered as %s", node)
         return node
 
     def _recover(self, attempt: str) -> str | None:
         """Find the znode of an attempt whose create reply was lost; adopt or delete it."""
-        session = self.zk.session_id
+        session = self.zk.require_session()
         for candidate in parse_candidates(self.zk.children(self.path)):
             if candidate.attempt != attempt:
                 continue
@@ -367,8 +381,8 @@ class Election:
     def _lead(self, token: int) -> bool:
         """Step 4: confirm the own znode (CURATOR-696), then lead."""
         assert self.my_node is not None
-        stat = self.zk.stat(self.my_node, watch=True)
-        if stat is None or stat.ephemeral_owner != self.zk.session_id:
+        stat, session = self.zk.confirmed_stat(self.my_node)
+        if stat is None or stat.ephemeral_owner != session:
             log.warning("own znode %s not ours any more; volunteering again", self.my_node)
             self.my_node = None
             return False
@@ -403,6 +417,7 @@ class Election:
         leader = self._leader_of(first)
         if leader is None:
             return False
+        self._watch_armed = True
         self._leading = False
         self.board.verdict(token, Role.FOLLOWER, leader[1], leader[2])
         self._next_tick = time.monotonic() + self.zk.call_timeout
@@ -424,8 +439,8 @@ class Election:
         assert self.my_node is not None
         # An answer after the lease ran out renews nothing: wait no longer than the lease.
         remaining = max(0.05, self._lease_deadline - time.monotonic())
-        stat = self.zk.stat(self.my_node, watch=True, timeout=remaining)
-        if stat is None or stat.ephemeral_owner != self.zk.session_id:
+        stat, session = self.zk.confirmed_stat(self.my_node, timeout=remaining)
+        if stat is None or stat.ephemeral_owner != session:
             self.my_node = None
             self._leading = False
             self._check()
@@ -451,7 +466,7 @@ class Election:
             self._check()
             return
         position = names.index(own_name)
-        if f"{self.path}/{names[position - 1]}" != self._predecessor:
+        if f"{self.path}/{names[position - 1]}" != self._predecessor or not self._watch_armed:
             self._check()
             return
         leader = self._leader_of(f"{self.path}/{names[0]}")
@@ -469,7 +484,7 @@ class Election:
         token = self.board.token
         self._leading = False
         self.board.verdict(token, Role.UNKNOWN, None, None)
-        self.board.wait_written(1.0)
+        self.board.wait_demoted(1.0)
         self._delete_own(deadline=time.monotonic() + self.zk.call_timeout)
         log.info("stepped down; volunteering again at the back of the queue")
         self._check()
@@ -479,8 +494,17 @@ class Election:
         self._leading = False
         if not self.board.frozen:  # the runner usually froze it already
             self.board.freeze()
-            self.board.wait_written(1.0)
-        self._delete_own(deadline=time.monotonic() + self.zk.call_timeout)
+            self.board.wait_demoted(1.0)
+        deadline = time.monotonic() + self.zk.call_timeout
+        if self.my_node is None and self._attempt_in_doubt is not None:
+            # A create whose reply was lost may have made a znode that would block the
+            # election for as long as this process lives: find it and delete it too.
+            try:
+                self.my_node = self._recover(self._attempt_in_doubt)
+            except ZkError as error:
+                log.warning("could not look for a znode of a lost create: %s", error)
+            self._attempt_in_doubt = None
+        self._delete_own(deadline)
 
     def _delete_own(self, deadline: float) -> None:
         """Delete the own znode, retrying until the deadline (the session close that follows

@@ -1,21 +1,28 @@
 """The leader's lease: until when no other candidate can possibly have become leader.
 
-Clock assumptions (client-go style, stated next to the code that relies on them):
+Clock and protocol assumptions (client-go style, next to the code that relies on them):
 
-1. A ZooKeeper server that answered a request sent at local monotonic time `t_send` had
-   the session alive after `t_send`; the ensemble cannot expire the session, and so cannot
-   delete the leader's ephemeral znode and elect a successor, before `t_send + T`, where
-   `T` is the *negotiated* session timeout. Servers only ever round expiry *up* to the next
-   tick, and a follower server forwards a touch to the leader later, never earlier: both
-   err on the safe side.
-2. Local monotonic time and the servers' time advance at rates that differ by less than
-   `DRIFT_RATIO`. The margin `max(MIN_MARGIN, DRIFT_RATIO * T)` absorbs that difference.
-3. Applications read `lease_expires` as wall-clock time on the same node. The conversion
+1. The lease is anchored on a request the ZooKeeper *leader* committed with a quorum (a
+   check-only transaction on the own znode, sent at local monotonic time `t_send`). Plain
+   reads are not enough: they are answered from the connected server's local copy, and a
+   server cut off from the ZooKeeper leader keeps answering them (for up to syncLimit
+   ticks) while the quorum may already have expired the session.
+2. The ZooKeeper leader expires a session `T` (the *negotiated* timeout) after the newest
+   touch it has *received*. Touches reach it from the connected server in its pings to the
+   leader, every half tick; a partition can lose the touch of the newest request. The
+   candidate sends a request at least every renewal interval (T/4), and a half tick is at
+   most T/4 (the server grants T >= 2 ticks), so the newest touch the leader holds is at
+   most T/2 older than `t_send`: the session cannot expire before `t_send + T/2`. A new
+   ZooKeeper leader restarts every session's timer in full, which only errs on the safe
+   side, and so does the servers' rounding of expiry up to the next tick.
+3. Local monotonic time and the servers' time advance at rates that differ by less than
+   `DRIFT_RATIO`; the margin `max(MIN_MARGIN, DRIFT_RATIO * T)` absorbs that.
+4. Applications read `lease_expires` as wall-clock time on the same node. The conversion
    from monotonic to wall time happens once, when the lease is renewed; a wall-clock step
    between renewal and the application's check is *not* covered (run NTP in slew mode).
 
-Renewal: the election renews with one cheap round trip every `RENEW_FRACTION * T`
-(a quarter, so at least every third of the timeout as the design requires).
+So `lease_expires = t_send + T/2 - margin`, renewed every T/4: a healthy leader's lease
+always runs at least T/4 - margin ahead.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import time
 DRIFT_RATIO = 0.05
 MIN_MARGIN = 0.05
 RENEW_FRACTION = 0.25
+LEASE_FRACTION = 0.5
 
 
 class LeaseConfigError(ValueError):
@@ -42,7 +50,9 @@ def renew_interval(session_timeout: float) -> float:
 
 def check_invariants(session_timeout: float) -> None:
     """A renewed lease must still run for a while after the next renewal is due."""
-    if renew_interval(session_timeout) + margin(session_timeout) >= session_timeout:
+    if renew_interval(session_timeout) + margin(session_timeout) >= (
+        LEASE_FRACTION * session_timeout
+    ):
         raise LeaseConfigError(
             f"session timeout {session_timeout:g}s too short for a lease: renewal every "
             f"{renew_interval(session_timeout):g}s plus margin {margin(session_timeout):g}s"
@@ -51,7 +61,7 @@ def check_invariants(session_timeout: float) -> None:
 
 def lease_deadline(answered_send: float, session_timeout: float) -> float:
     """Monotonic instant until which this candidate's leadership is certain."""
-    return answered_send + session_timeout - margin(session_timeout)
+    return answered_send + LEASE_FRACTION * session_timeout - margin(session_timeout)
 
 
 def monotonic_to_wall(deadline: float) -> dt.datetime:

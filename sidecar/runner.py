@@ -115,7 +115,7 @@ class Sidecar:
             if self.board.frozen:
                 return
             self.board.freeze()
-            self.board.wait_written(1.0)
+            self.board.wait_demoted(1.0)
             log.debug("leaving: role files say unknown")
             self.election.leave(timeout=self.election.zk.call_timeout)
             log.debug("leaving: out of the election")

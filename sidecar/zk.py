@@ -7,10 +7,12 @@ What this layer adds to kazoo, and why:
 - The negotiated session timeout is captured from kazoo's own `Session created` log record
   (kazoo computes it but does not keep it). The lease depends on it: a server may grant
   less than was asked for, and a lease longer than the server honours would be unsafe.
-- The send time of the newest request the server answered is recorded (monotonic clock).
-  A server answering a request sent at `t` proves the session was alive after `t`, so the
-  server cannot expire it before `t + negotiated timeout` (the server rounds expiry up to
-  the next tick, which only errs on the safe side).
+- `confirmed_stat` anchors the lease: a check-only transaction on the own znode (a write:
+  the ZooKeeper leader must commit it with a quorum) pipelined with the `exists` that reads
+  the stat and re-arms the watch. Only the send time of such a committed transaction is
+  recorded. Plain reads are answered from the connected server's local copy, and a server
+  cut off from the ZooKeeper leader keeps answering them for up to syncLimit ticks while
+  the quorum may already have expired the session: a read proves nothing about the lease.
 - kazoo types stay here: callers see `NodeStat`, `SessionEvent` and the small exceptions
   below.
 
@@ -250,7 +252,7 @@ class ZkSession:
             self.client.close()
 
     def answered_send_time(self) -> float | None:
-        """Monotonic send time of the newest request answered in the current session."""
+        """Monotonic send time of the newest quorum-committed request of this session."""
         with self._lock:
             if self._answered_session != self.session_id:
                 return None
@@ -259,16 +261,39 @@ class ZkSession:
     # -- requests --------------------------------------------------------------------
 
     def _call(self, start: Callable[[], Any], timeout: float | None = None) -> Any:
-        session = self.session_id
-        sent = time.monotonic()
         try:
-            result = start().get(timeout=timeout or self.call_timeout)
+            return start().get(timeout=timeout or self.call_timeout)
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt | SystemExit):
                 raise
             raise _translate(error) from None
+
+    def require_session(self) -> int:
+        """The current session id; ConnectionTrouble while kazoo is not connected (kazoo
+        reports no id then, and no ownership can be judged against None)."""
+        session = self.session_id
+        if session is None:
+            raise ConnectionTrouble("not connected")
+        return session
+
+    def confirmed_stat(
+        self, path: str, timeout: float | None = None
+    ) -> tuple[NodeStat | None, int]:
+        """Stat of `path` (watch armed) and the session the request went out in, with the
+        session's liveness confirmed by a quorum. The stat is None if the node is gone."""
+        session = self.require_session()
+        sent = time.monotonic()
+        transaction = self.client.transaction()
+        transaction.check(path, -1)
+        committed = transaction.commit_async()
+        read = self.client.exists_async(path, watch=self._watch)
+        deadline = timeout or self.call_timeout
+        results = self._call(lambda: committed, deadline)
+        stat = self._call(lambda: read, deadline)
+        if stat is None or any(isinstance(r, Exception) for r in results):
+            return None, session
         self._record_answer(session, sent)
-        return result
+        return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version)), session
 
     def _record_answer(self, session: int | None, sent: float) -> None:
         with self._lock:

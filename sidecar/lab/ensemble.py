@@ -111,8 +111,10 @@ class Ensemble:
         tick_time_ms: int = 200,
         base_dir: Path | None = None,
         heap_mb: int = 128,
+        sync_limit: int = 5,
     ) -> None:
         self.size = size
+        self.sync_limit = sync_limit
         self.tick_time_ms = tick_time_ms
         self.heap_mb = heap_mb
         self._own_dir = base_dir is None
@@ -148,7 +150,7 @@ class Ensemble:
         lines = [
             f"tickTime={self.tick_time_ms}",
             "initLimit=10",
-            "syncLimit=5",
+            f"syncLimit={self.sync_limit}",
             f"dataDir={server.data_dir}",
             f"clientPort={server.client_port}",
             "clientPortAddress=127.0.0.1",
