@@ -7,8 +7,8 @@ leader resigns gracefully; from that instant until the successor leads plus a qu
 the survivors' client-side counters give:
 
 - watch notifications delivered, and candidates woken (got at least one): the herd;
-- requests sent until every survivor has caught up (the window covers a quarter of the
-  session timeout: leader-sidecar's followers learn the new leader's name at their next
+- requests sent until every survivor has caught up (the window covers one session timeout:
+  leader-sidecar's followers learn the new leader's name at their next
   periodic look, one `get` each, spread over that time, not woken by a watch), minus the
   steady-state request rate measured just before over an equal time (leader-sidecar
   renews its lease and its followers look at the queue periodically; the recipe and the
@@ -92,9 +92,9 @@ def measure(kind: str, size: int, ensemble: Ensemble, base: Path, args: argparse
                 raise SystemExit(f"{kind} N={size}: no successor")
             took = time.monotonic() - t0
             # The tail: stragglers' requests. leader-sidecar's followers learn the new
-            # leader's identity at their next periodic look (a quarter of the session
-            # timeout), so the window covers that too.
-            time.sleep(args.session_timeout / 4 + 0.25)
+            # leader's identity at their next periodic look (once per session timeout),
+            # so the window covers that too.
+            time.sleep(args.session_timeout + 0.25)
             resign.join(30)
             window = time.monotonic() - t0
             r2, w2, watch_after = totals(survivors)

@@ -106,7 +106,7 @@ def herd_section(data: dict[str, Any]) -> list[str]:
         "candidates, each with its own ZooKeeper session (see `bench/inproc.py` for why), "
         f"session timeout {data['session_timeout_s']:g} s, all on one ensemble in one run. "
         "*Woken*: survivors that received a watch notification. *Requests*: requests the "
-        "survivors sent in the window (until every follower has caught up, a quarter of the "
+        "survivors sent in the window (until every follower has caught up, one "
         "session timeout plus 0.25 s); *net*: minus the steady-state rate over the same time. "
         "The servers' `zk_packets_received` over the same windows is in the JSON; it is too "
         "noisy to tabulate (pings of N sessions dominate it). (`bench/herd.py`)",
