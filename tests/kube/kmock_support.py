@@ -185,20 +185,15 @@ _REASONS = {
 
 def request_verb(request: rendering.Request) -> str:
     """The RBAC verb a request needs (what `kubectl auth can-i` would ask)."""
-    action = request.action
-    if action is enums.action.WATCH:
-        return "watch"
-    if action is enums.action.LIST:
-        return "list"
-    if action is enums.action.FETCH:
-        return "get"
-    if action is enums.action.CREATE:
-        return "create"
-    if action is enums.action.UPDATE:
-        return "patch"
-    if action is enums.action.DELETE:
-        return "delete"
-    return str(request.method.value).lower()
+    verbs = {
+        enums.action.WATCH: "watch",
+        enums.action.LIST: "list",
+        enums.action.FETCH: "get",
+        enums.action.CREATE: "create",
+        enums.action.UPDATE: "patch",
+        enums.action.DELETE: "delete",
+    }
+    return verbs.get(request.action) or str(request.method.value).lower()
 
 
 def fault_error(status: int, request: rendering.Request, verb: str) -> kmock.KubernetesError:
