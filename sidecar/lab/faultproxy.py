@@ -6,6 +6,8 @@ Faults, as a partitioned network shows them to a client:
 - `cut()`: every connection is closed and new ones are closed at once (a refused network);
 - `drop_reply_after_create()`: the next create request reaches the server, but the
   connection is closed before the reply comes back (a lost reply);
+- `delay(seconds)`: every chunk of bytes waits that long before it is passed on, both
+  ways (a slow server or link; works for TLS too, since nothing is parsed);
 - `heal()`: back to normal.
 
 Guaranteed: only loopback addresses are used. Not guaranteed: byte-exact timing.
@@ -74,6 +76,8 @@ class _Link:
                     time.sleep(0.01)  # hold the bytes: nothing flows, nothing closes
                 if self.closed:
                     break
+                if self.proxy.delay_seconds > 0:
+                    time.sleep(self.proxy.delay_seconds)
                 drop = upstream and self.proxy.armed_create and self._saw_create(data)
                 target.sendall(data)
                 if drop:
@@ -100,6 +104,7 @@ class FaultProxy:
         self.blackholed = False
         self.refusing = False
         self.armed_create = False
+        self.delay_seconds = 0.0
         self.creates_dropped = 0
         self._links: list[_Link] = []
         self._lock = threading.Lock()
@@ -140,10 +145,14 @@ class FaultProxy:
     def drop_reply_after_create(self) -> None:
         self.armed_create = True
 
+    def delay(self, seconds: float) -> None:
+        self.delay_seconds = seconds
+
     def heal(self) -> None:
         self.blackholed = False
         self.refusing = False
         self.armed_create = False
+        self.delay_seconds = 0.0
 
     def close(self) -> None:
         self._running = False

@@ -1,39 +1,90 @@
-"""Fixtures for the Kubernetes face: kmock's emulator over real HTTP (see kmock_support.py),
-sidecar configs pointing at it, publishers and operators that are always stopped.
+"""Fixtures for the Kubernetes face on the real local control plane.
 
-Reusable by the ZooKeeper-integrated tests: `kube_api` (the emulated API server, with
-`.kubeconfig_path`, `.namespace`, `.add_pod`, `.pod`, `.events`, `.down/.up/.slow/.forbid/
-.fail/.heal`), `kube_config` (a `Config` factory for a candidate), `wait_until`.
+One cluster per test session (`cluster`: etcd, kube-apiserver with RBAC and Pod Security
+admission, controller-manager, scheduler, kwok nodes), torn down at the end whatever
+happens; when a test failed, the components' logs are kept under `.test-artifacts/`.
+Each test gets a namespace of its own (`kube_ns`, see cluster_support.py) with the chart's
+RBAC, deleted after the test.
+
+Also: `kube_config` (a `Config` factory for a candidate whose pod lives in that namespace),
+publishers and operators that are always stopped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_support import KubeNamespace
 from k8s_doubles import ELECTION, FakeControl, Sync
-from kmock_support import KubeApi
 
 from sidecar.config import Config
 from sidecar.k8s import GROUP_LABEL, Backoff, KubernetesPublisher
+from sidecar.lab.cluster import binaries
+from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.metrics import Metrics
 from sidecar.operator import OperatorHandle, start_operator
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts"
+_namespaces = itertools.count()
 
-@pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
-    api = KubeApi(tmp_path).start()
+
+def _alive(pid: int) -> bool:
     try:
-        yield api
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_clusters(workdir: Path) -> None:
+    """Clusters of test sessions that were killed before their teardown ran."""
+    for stale in sorted((workdir / "clusters").glob("pytest-*")):
+        pid = stale.name.removeprefix("pytest-")
+        if pid.isdigit() and not _alive(int(pid)):
+            LocalCluster(stale.name, workdir).down()
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    bin_dir = binaries.ensure_built()
+    workdir = binaries.cache_root() / "test-clusters"
+    _remove_stale_clusters(workdir)
+    local = LocalCluster(f"pytest-{os.getpid()}", workdir, nodes=2, bin_dir=bin_dir)
+    started = time.monotonic()
+    try:
+        local.up()
+        logging.getLogger("tests").info("cluster up in %.1f s", time.monotonic() - started)
+        yield local
     finally:
-        api.close()
+        if request.session.testsfailed:
+            kept = local.collect_logs(ARTIFACTS / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}")
+            print(f"\ncontrol-plane logs of the failed run kept in {kept}")
+        local.down()
+        (workdir / f"{local.name}-audit-policy.yaml").unlink(missing_ok=True)
 
 
 @pytest.fixture
-def kube_config(kube_api: KubeApi, tmp_path: Path) -> Callable[..., Config]:
+def kube_ns(cluster: LocalCluster, tmp_path: Path) -> Iterator[KubeNamespace]:
+    name = f"t{next(_namespaces)}-{uuid.uuid4().hex[:6]}"
+    namespace = KubeNamespace(cluster, name, tmp_path).create()
+    try:
+        yield namespace
+    finally:
+        namespace.delete()
+
+
+@pytest.fixture
+def kube_config(kube_ns: KubeNamespace, tmp_path: Path) -> Callable[..., Config]:
     """`kube_config("app-0")`: the Config of a candidate whose pod is `app-0`."""
 
     def make(identity: str, **overrides: Any) -> Config:
@@ -41,8 +92,8 @@ def kube_config(kube_api: KubeApi, tmp_path: Path) -> Callable[..., Config]:
             "zk_hosts": "127.0.0.1:2181",
             "election": ELECTION,
             "identity": identity,
-            "namespace": kube_api.namespace,
-            "kubeconfig": str(kube_api.kubeconfig_path),
+            "namespace": kube_ns.namespace,
+            "kubeconfig": str(kube_ns.kubeconfig_path),
             "role_dir": tmp_path / identity,
             "http_port": 0,
         }
@@ -53,9 +104,9 @@ def kube_config(kube_api: KubeApi, tmp_path: Path) -> Callable[..., Config]:
 
 
 @pytest.fixture
-def add_group_pod(kube_api: KubeApi) -> Callable[..., dict[str, Any]]:
+def add_group_pod(kube_ns: KubeNamespace) -> Callable[..., dict[str, Any]]:
     def add(name: str, **labels: str) -> dict[str, Any]:
-        return kube_api.add_pod(name, {GROUP_LABEL: ELECTION, "app": "demo", **labels})
+        return kube_ns.add_pod(name, {GROUP_LABEL: ELECTION, "app": "demo", **labels})
 
     return add
 

