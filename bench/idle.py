@@ -2,9 +2,9 @@
 
 Two `python -m sidecar run` processes on one real three-server ensemble, each alone in its
 election (so each is a leader renewing its lease, the busier idle state), measured at the
-same time: one with `--no-k8s`, one publishing to kmock's Kubernetes emulator (the test
-suite's `tests/kube/kmock_support.KubeApi`, running in this process, so its own CPU is not
-counted) with the kopf operator watching the group's pods. After a warm-up, CPU is the
+same time: one with `--no-k8s`, one publishing to a real kube-apiserver (a local control
+plane of its own, `sidecar.lab.cluster`, as the chart's ServiceAccount) with the kopf
+operator watching the group's pods. After a warm-up, CPU is the
 process's utime+stime over the window; memory is VmRSS, sampled every second.
 
 Run: `python bench/idle.py` (`--seconds 10` for a quick look).
@@ -13,6 +13,7 @@ Run: `python bench/idle.py` (`--seconds 10` for a quick look).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import sys
@@ -24,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "kube"))
 
+from cluster_support import cluster_namespace
 from common import RESULTS, machine, process_cpu_seconds, process_rss_mb, write_json
-from kmock_support import KubeApi
 
 from sidecar.k8s import GROUP_LABEL
 from sidecar.lab.candidates import SidecarProcess, wait_for
@@ -43,14 +44,15 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     # tickTime 300 ms allows sessions up to 6 s (20 ticks).
     ensemble = Ensemble(size=3, tick_time_ms=300).start()
-    api = KubeApi(base).start()
+    stack = contextlib.ExitStack()
+    api = stack.enter_context(cluster_namespace(base, "bench-idle"))
     api.add_pod("idle-k8s", {GROUP_LABEL: "idle-k8s", "app": "demo"})
     sidecars = {
         "without Kubernetes": SidecarProcess(
             "idle-plain", ensemble.connect_string, base / "plain", election="idle-plain",
             session_timeout=args.session_timeout,
         ),
-        "with Kubernetes publisher + operator (emulator)": SidecarProcess(
+        "with Kubernetes publisher + operator": SidecarProcess(
             "idle-k8s", ensemble.connect_string, base / "k8s", election="idle-k8s",
             session_timeout=args.session_timeout,
             kubeconfig=Path(api.kubeconfig_path), namespace=api.namespace,
@@ -86,7 +88,7 @@ def main() -> int:
     finally:
         for sidecar in sidecars.values():
             sidecar.cleanup()
-        api.close()
+        stack.close()
         ensemble.stop()
         shutil.rmtree(base, ignore_errors=True)
     result = {"machine": info, "seconds": args.seconds,

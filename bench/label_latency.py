@@ -1,7 +1,8 @@
-"""Label update latency after a graceful failover, against kmock's Kubernetes emulator.
+"""Label update latency after a graceful failover, on the real local control plane.
 
-Three sidecar processes on a real 3-server ZooKeeper ensemble publish to one emulated API
-server (the test suite's emulator, `tests/kube/kmock_support.py`). Each round stops the
+Three sidecar processes on a real 3-server ZooKeeper ensemble publish to a real
+kube-apiserver (a cluster of its own, `sidecar.lab.cluster`, the sidecars authenticated as
+the chart's ServiceAccount, see `tests/kube/cluster_support.py`). Each round stops the
 leader with SIGTERM and measures, from the signal, (a) the successor's role file saying
 `leader` and (b) the successor's pod carrying `role=leader` in the API. Prints medians.
 
@@ -11,6 +12,7 @@ Run: `python bench/label_latency.py --rounds 20`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "kube"))
 
-from kmock_support import KubeApi  # noqa: E402
+from cluster_support import cluster_namespace  # noqa: E402
 
 from sidecar.k8s import GROUP_LABEL  # noqa: E402
 from sidecar.lab.candidates import SidecarProcess, leaders, wait_for  # noqa: E402
@@ -37,13 +39,14 @@ def main() -> int:
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-label-"))
     ensemble = Ensemble()
-    api = KubeApi(base)
     members: list[SidecarProcess] = []
     files: list[float] = []
     labels: list[float] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(cluster_namespace(base, "bench-label"))
         ensemble.start()
-        api.start()
+        stack.callback(ensemble.stop)
+        stack.callback(lambda: [member.cleanup() for member in members])
         for i in range(3):
             api.add_pod(f"app-{i}", {GROUP_LABEL: "bench", "app": "demo"})
             members.append(SidecarProcess(
@@ -68,18 +71,13 @@ def main() -> int:
             labels.append(time.monotonic() - started)
             old.wait(30)
             old.start()
-    finally:
-        for member in members:
-            member.cleanup()
-        api.close()
-        ensemble.stop()
     result = {
         "rounds": args.rounds,
         "role_file_median_ms": statistics.median(files) * 1000,
         "label_median_ms": statistics.median(labels) * 1000,
         "label_max_ms": max(labels) * 1000,
     }
-    print(f"graceful failover, 3 sidecars, emulator API, {args.rounds} rounds")
+    print(f"graceful failover, 3 sidecars, real kube-apiserver, {args.rounds} rounds")
     print(f"  successor's role file says leader: median {result['role_file_median_ms']:.1f} ms")
     print(f"  successor's pod label says leader: median {result['label_median_ms']:.1f} ms "
           f"(max {result['label_max_ms']:.1f} ms)")

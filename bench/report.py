@@ -170,8 +170,9 @@ def idle_section(data: dict[str, Any]) -> list[str]:
         "",
         f"One `leader-sidecar run` process, alone in its election (a leader renewing its "
         f"lease), session timeout {data['session_timeout_s']:g} s, over "
-        f"{data['seconds']:g} s after a warm-up. With Kubernetes: publishing to kmock's "
-        "emulator with the kopf operator watching the group's pods. (`bench/idle.py`)",
+        f"{data['seconds']:g} s after a warm-up. With Kubernetes: publishing to a real "
+        "kube-apiserver (local control plane) with the kopf operator watching the group's "
+        "pods. (`bench/idle.py`)",
         "",
         "| sidecar | resident memory (median) | max | CPU, % of one core |",
         "| --- | ---: | ---: | ---: |",

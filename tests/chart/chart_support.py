@@ -7,13 +7,16 @@ several test directories have one.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import helm_python
 import yaml
-from helm_python import _native
+
+from sidecar.lab.cluster import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "charts" / "leader-election"
@@ -113,24 +116,55 @@ def parse_manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
     return objects
 
 
-def render_for_cluster(
-    chart: helm_python.Chart, values: dict[str, Any], kube_version: str
-) -> dict[str, str]:
-    """`Chart.render`, plus the cluster version that `.Capabilities.KubeVersion` reports.
+class HelmError(Exception):
+    """The real `helm` binary refused; the message is what it printed on stderr."""
 
-    helm-python-sdk 0.2 does not expose the `kube_version` render option that its native
-    library (helm-c-sdk) accepts, so this calls the library the way `Chart.render` does.
-    Without it every render would claim Helm's built-in default version, and the chart's
-    "native sidecar needs 1.29" check could not be exercised.
-    """
-    options = {
-        "name": RELEASE,
-        "namespace": NAMESPACE,
-        "is_install": True,
-        "kube_version": f"v{kube_version.lstrip('v')}",
-    }
-    rendered = _native.call_string(
-        "helm_render", chart._raw(), json.dumps(values), json.dumps(options)
-    )
-    manifests: dict[str, str] = json.loads(rendered)
-    return manifests
+
+def helm(*args: str, values: dict[str, Any] | None = None) -> str:
+    """Run the `helm` built with the local control plane (tools/cluster) and return stdout."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as values_file:
+        json.dump(values or {}, values_file)  # JSON is YAML: helm takes it with -f
+        values_file.flush()
+        result = subprocess.run(
+            [str(binaries.ensure_built() / "helm"), *args, "-f", values_file.name],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    if result.returncode != 0:
+        raise HelmError(result.stderr.strip() or result.stdout.strip())
+    return result.stdout
+
+
+_SOURCE = re.compile(r"^# Source: (\S+)\s*$", re.MULTILINE)
+
+
+def split_sources(stream: str) -> dict[str, str]:
+    """`helm template` output, split by its `# Source: <path>` comments into path -> text."""
+    rendered: dict[str, str] = {}
+    for document in stream.split("\n---"):
+        found = _SOURCE.search(document)
+        if found:
+            rendered[found[1]] = rendered.get(found[1], "") + "\n---\n" + document
+    return rendered
+
+
+def render_for_cluster(values: dict[str, Any], kube_version: str) -> dict[str, str]:
+    """`helm template` (tests included) for a cluster of `kube_version`, plus NOTES.txt
+    from `helm install --dry-run=client`, as path -> rendered text."""
+    version = f"v{kube_version.lstrip('v')}"
+    common = (RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--kube-version", version)
+    rendered = split_sources(helm("template", *common, values=values))
+    dry_run = helm("install", *common, "--dry-run=client", values=values)
+    if "NOTES:" in dry_run:
+        rendered["leader-election/templates/NOTES.txt"] = dry_run.split("NOTES:", 1)[1]
+    return rendered
+
+
+def lint(values: dict[str, Any], kube_version: str | None = None) -> tuple[bool, str]:
+    """`helm lint --strict`: (passed, everything it printed)."""
+    args = ["lint", str(CHART_DIR), "--strict", "--namespace", NAMESPACE]
+    if kube_version:
+        args += ["--kube-version", f"v{kube_version.lstrip('v')}"]
+    try:
+        return True, helm(*args, values=values)
+    except HelmError as error:
+        return False, str(error)

@@ -1,5 +1,5 @@
-"""Fixtures for the deployment tests: the chart rendered by Helm's own engine
-(helm-python-sdk), once per values combination.
+"""Fixtures for the deployment tests: the chart rendered by the real `helm` binary (built
+with the local control plane from tools/cluster), once per values combination.
 
 Rendering is cached for the whole session: every test asks `render(values)` and the chart
 is rendered once per distinct set of values, which keeps the suite to a few seconds.
@@ -8,13 +8,11 @@ is rendered once per distinct set of values, which keeps the suite to a few seco
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import helm_python
 import pytest
 from chart_support import (
-    CHART_DIR,
     COMBINATIONS,
     NEWEST,
     Manifests,
@@ -22,28 +20,18 @@ from chart_support import (
     render_for_cluster,
 )
 
-
-@pytest.fixture(scope="session")
-def chart() -> Iterator[helm_python.Chart]:
-    loaded = helm_python.Chart.load(CHART_DIR)
-    try:
-        yield loaded
-    finally:
-        loaded.close()
-
-
 RenderRaw = Callable[..., dict[str, str]]
 
 
 @pytest.fixture(scope="session")
-def render_raw(chart: helm_python.Chart) -> RenderRaw:
+def render_raw() -> RenderRaw:
     """Render with Helm's engine for a cluster of `kube_version`, cached; raises Helm's errors."""
     cache: dict[str, dict[str, str]] = {}
 
     def render(values: dict[str, Any], kube_version: str = NEWEST) -> dict[str, str]:
         key = json.dumps([values, kube_version], sort_keys=True)
         if key not in cache:
-            cache[key] = render_for_cluster(chart, values, kube_version)
+            cache[key] = render_for_cluster(values, kube_version)
         return cache[key]
 
     return render

@@ -20,18 +20,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
 import yaml
 
+from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.lab.faultproxy import FaultProxy
 
@@ -280,3 +283,19 @@ def wait_until(
 
 def names(pods: Iterable[dict[str, Any]]) -> list[str]:
     return [p["metadata"]["name"] for p in pods]
+
+
+@contextlib.contextmanager
+def cluster_namespace(directory: Path, name: str = "bench") -> Iterator[KubeNamespace]:
+    """A local control plane of its own with one namespace, for benchmarks; removed after."""
+    cluster = LocalCluster(f"{name}-{os.getpid()}", binaries.cache_root() / "bench-clusters",
+                           nodes=1, bin_dir=binaries.ensure_built())
+    try:
+        cluster.up()
+        namespace = KubeNamespace(cluster, name, directory).create()
+        try:
+            yield namespace
+        finally:
+            namespace.delete()
+    finally:
+        cluster.down()
