@@ -81,12 +81,16 @@ class KubeNamespace:
         self.kubeconfig_path = directory / "sidecar-kubeconfig.yaml"
         self.user = f"system:serviceaccount:{namespace}:{RELEASE}"
         self._rbac_objects: list[dict[str, Any]] = []
+        self.is_down = False
 
     # --- set-up --------------------------------------------------------------------------
 
     def create(self) -> KubeNamespace:
         self.core.create_namespace({"metadata": {
             "name": self.namespace, "labels": RESTRICTED_POD_SECURITY}})
+        # Pods are admitted only once the controller-manager made the `default` account.
+        wait_until(lambda: self.core.read_namespaced_service_account("default", self.namespace),
+                   timeout=60, message="the namespace's default ServiceAccount")
         self._rbac_objects = render_chart_rbac(self.cluster, self.namespace)
         self.apply_rbac()
         upstream = urllib.parse.urlsplit(self.cluster.server())
@@ -114,6 +118,8 @@ class KubeNamespace:
         return str(answer.status.token)
 
     def delete(self) -> None:
+        if self.is_down:  # a test that failed with the apiserver stopped
+            self.up()
         if self.proxy is not None:
             self.proxy.close()
         try:
@@ -167,13 +173,16 @@ class KubeNamespace:
     def annotations(self, name: str) -> dict[str, str]:
         return dict(self.pod(name)["metadata"].get("annotations") or {})
 
-    def events(self, pod: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+    def events(self, pod: str | None = None, reason: str | None = None,
+               component: str = "leader-sidecar") -> list[dict[str, Any]]:
+        """Events on `pod` that `component` posted (not the scheduler's `Scheduled`)."""
         found = [self._dict(e) for e in self.core.list_namespaced_event(self.namespace).items]
         found = [e for e in found
                  if (pod is None or e["involvedObject"].get("name") == pod)
-                 and (reason is None or e.get("reason") == reason)]
-        return sorted(found, key=lambda e: (e.get("firstTimestamp") or "",
-                                            e["metadata"].get("creationTimestamp") or ""))
+                 and (reason is None or e.get("reason") == reason)
+                 and (e.get("source") or {}).get("component") == component]
+        # Names are `<pod>.<hex nanoseconds>`, as client-go makes them: they sort by time.
+        return sorted(found, key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
 
     def reasons(self, pod: str) -> list[str]:
         return [e["reason"] for e in self.events(pod)]
@@ -184,10 +193,12 @@ class KubeNamespace:
     # --- faults from the real parts ------------------------------------------------------
 
     def down(self) -> None:
+        self.is_down = True
         self.cluster.stop_apiserver()
 
     def up(self) -> None:
         self.cluster.start_apiserver()
+        self.is_down = False
 
     def slow(self, seconds: float) -> None:
         assert self.proxy is not None

@@ -70,7 +70,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
             kept = local.collect_logs(ARTIFACTS / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}")
             print(f"\ncontrol-plane logs of the failed run kept in {kept}")
         local.down()
-        (workdir / f"{local.name}-audit-policy.yaml").unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -183,3 +183,24 @@ def test_three_operators_in_one_process(
         "follower",
         "follower",
     ]
+
+
+def test_watch_expiry_makes_kopf_list_again(
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator
+):
+    """etcd compacted past kopf's resourceVersion and the apiserver restarted (its watch
+    cache is gone): resuming the watch gets 410 Gone, kopf lists the pods again and the
+    reconciliation carries on."""
+    add_group_pod("app-0")
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER)
+    wait_until(lambda: kube_ns.requests("watch", "pods"), message="kopf watches")
+    lists_before = len(kube_ns.requests("list", "pods"))
+    for round_ in range(5):  # history for the compaction to drop
+        kube_ns.annotate_pod("app-0", "churn", str(round_))
+    kube_ns.cluster.compact_etcd()
+    kube_ns.down()
+    kube_ns.up()
+    kube_ns.label_pod("app-0", "role", "follower")
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "leader", timeout=30,
+               message="restored after the watch expired")
+    assert len(kube_ns.requests("list", "pods")) > lists_before, "kopf listed again"

@@ -86,15 +86,21 @@ class LocalCluster:
                 "KWOK_KUBECTL_BINARY": self.tool("kubectl"),
                 "KUBECONFIG": str(self.kubeconfig)}
 
-    def kwokctl(self, *args: str, timeout: float = 300) -> str:
+    def kwokctl(self, *args: str, timeout: float = 300) -> None:
+        """Run kwokctl; its output goes to `<workdir>/<name>-kwokctl.log`, not a pipe: the
+        components it starts inherit its descriptors, and a pipe would never see EOF."""
         command = [self.tool("kwokctl"), "--name", self.name, *args]
-        result = subprocess.run(command, env=self._env(), capture_output=True, text=True,
-                                timeout=timeout, check=False)
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            raise ClusterError(f"kwokctl {' '.join(args[:2])} failed: "
-                               f"{lines[-1] if lines else result.returncode}")
-        return result.stdout
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log_path = self.workdir / f"{self.name}-kwokctl.log"
+        with log_path.open("a") as log:
+            log.write(f"$ kwokctl {' '.join(args)}\n")
+            log.flush()
+            code = subprocess.run(command, env=self._env(), stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, timeout=timeout, check=False).returncode
+        if code != 0:
+            lines = log_path.read_text().strip().splitlines()
+            raise ClusterError(f"kwokctl {' '.join(args[:2])} failed (exit {code}): "
+                               f"{lines[-1] if lines else ''} (log: {log_path})")
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60,
                 check: bool = True, kubeconfig: Path | None = None) -> str:
@@ -122,7 +128,7 @@ class LocalCluster:
         if self.cluster_dir.exists():  # stopped or half-made: make it anew
             self.down()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        policy = self.workdir / f"{self.name}-audit-policy.yaml"
+        policy = self._policy_path()
         policy.write_text(AUDIT_POLICY)
         self.kwokctl(
             "create", "cluster", "--runtime", "binary",
@@ -135,6 +141,8 @@ class LocalCluster:
             "--kube-apiserver-port", str(free_port()),
             "--kube-authorization=true", "--kube-admission=true",
             "--kube-audit-policy", str(policy),
+            # Serve on loopback only: nothing outside this machine has business with it.
+            "--extra-args", "kube-apiserver=bind-address=127.0.0.1",
             "--kubeconfig", "",
             "--wait", f"{int(timeout)}s",
             timeout=timeout + 30,
@@ -151,6 +159,11 @@ class LocalCluster:
                 self.kwokctl("delete", "cluster", timeout=60)
             self._kill_leftovers()
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
+        for ours in (self._policy_path(), self.workdir / f"{self.name}-kwokctl.log"):
+            ours.unlink(missing_ok=True)
+
+    def _policy_path(self) -> Path:
+        return self.workdir / f"{self.name}-audit-policy.yaml"
 
     def _kill_leftovers(self) -> None:
         for pid_file in (self.cluster_dir / "pids").glob("*.pid"):
@@ -167,21 +180,26 @@ class LocalCluster:
 
     # --- faults from the real parts --------------------------------------------------------
 
-    def stop_apiserver(self, timeout: float = 20) -> None:
-        """Stop kube-apiserver alone (SIGTERM, as an operator or a node drain would)."""
-        pid_file = self.cluster_dir / "pids" / "kube-apiserver.pid"
-        pid = int(pid_file.read_text().strip())
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
+    def stop_apiserver(self, grace: float = 5.0, timeout: float = 30.0) -> None:
+        """Stop kube-apiserver alone: SIGTERM, and SIGKILL after `grace` seconds.
+
+        kube-apiserver drains for much longer than a test wants to wait (over 20 s here with
+        watches open). Returns once the process is gone from the process table, not merely
+        a zombie: kwokctl judges "running" by signalling the pid, and the machine's init
+        reaps orphans only every second or so.
+        """
+        pid = int((self.cluster_dir / "pids" / "kube-apiserver.pid").read_text().strip())
+        _signal(pid, signal.SIGTERM)
+        started = time.monotonic()
+        killed = False
+        while _exists(pid):
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                raise ClusterError(f"kube-apiserver (pid {pid}) did not go away")
+            if not killed and elapsed > grace:
+                _signal(pid, signal.SIGKILL)
+                killed = True
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
     def start_apiserver(self, timeout: float = 90) -> None:
         self.kwokctl("start", "cluster", timeout=timeout)
@@ -220,7 +238,20 @@ class LocalCluster:
         target.mkdir(parents=True, exist_ok=True)
         if self.logs_dir.exists():
             shutil.copytree(self.logs_dir, target / "logs", dirs_exist_ok=True)
+        kwokctl_log = self.workdir / f"{self.name}-kwokctl.log"
+        if kwokctl_log.exists():
+            shutil.copy2(kwokctl_log, target / "kwokctl.log")
         return target
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _exists(pid: int) -> bool:
+    """True while the pid is in the process table (zombies included)."""
+    return Path(f"/proc/{pid}").exists()
 
 
 def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
