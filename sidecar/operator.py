@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 STALE_LEADER = "StaleLeaderLabel"
 RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
 STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
+TLS_CLOSE_PAUSE = 0.25
 
 
 @dataclasses.dataclass
@@ -307,6 +308,9 @@ class OperatorHandle:
             self._loop.run_until_complete(asyncio.wait_for(
                 asyncio.gather(*leftovers, return_exceptions=True), STOP_GRACE))
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            # aiohttp closes TLS connections asynchronously: give their transports a few
+            # loop turns (aiohttp's documented graceful-shutdown pause), or they leak.
+            self._loop.run_until_complete(asyncio.sleep(TLS_CLOSE_PAUSE))
         self._loop.close()
 
     async def _supervise(self) -> None:

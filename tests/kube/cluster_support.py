@@ -86,6 +86,7 @@ class KubeNamespace:
     # --- set-up --------------------------------------------------------------------------
 
     def create(self) -> KubeNamespace:
+        self.cluster.ensure_components()
         self.core.create_namespace({"metadata": {
             "name": self.namespace, "labels": RESTRICTED_POD_SECURITY}})
         # Pods are admitted only once the controller-manager made the `default` account.

@@ -72,7 +72,7 @@ def test_label_moves_on_graceful_and_crash_failover(
     assert wait_for(lambda: kube_ns.labels(third.identity).get("role") == "leader", API_SLACK)
     # The crashed pod could not relabel itself: the new leader clears its stale label.
     assert wait_for(lambda: kube_ns.labels(second.identity).get("role") == "follower", API_SLACK)
-    assert "Elected" in kube_ns.reasons(third.identity)
+    assert wait_for(lambda: "Elected" in kube_ns.reasons(third.identity), API_SLACK)
 
 
 def test_drift_is_restored(ensemble: Ensemble, group: Group, kube_ns: KubeNamespace) -> None:

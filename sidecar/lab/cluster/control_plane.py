@@ -143,6 +143,10 @@ class LocalCluster:
             "--kube-audit-policy", str(policy),
             # Serve on loopback only: nothing outside this machine has business with it.
             "--extra-args", "kube-apiserver=bind-address=127.0.0.1",
+            # One instance of each: without leader election they survive an apiserver
+            # outage instead of exiting when their lease cannot be renewed.
+            "--extra-args", "kube-controller-manager=leader-elect=false",
+            "--extra-args", "kube-scheduler=leader-elect=false",
             "--kubeconfig", "",
             "--wait", f"{int(timeout)}s",
             timeout=timeout + 30,
@@ -204,6 +208,18 @@ class LocalCluster:
     def start_apiserver(self, timeout: float = 90) -> None:
         self.kwokctl("start", "cluster", timeout=timeout)
         self.wait_ready(timeout)
+
+    def ensure_components(self, timeout: float = 90) -> None:
+        """Start whatever component is not running (kwokctl starts only those)."""
+        if not all(_exists(pid) for pid in self._component_pids()):
+            self.start_apiserver(timeout)
+
+    def _component_pids(self) -> list[int]:
+        pids = []
+        for pid_file in (self.cluster_dir / "pids").glob("*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pids.append(int(pid_file.read_text().strip()))
+        return pids
 
     def compact_etcd(self) -> int:
         """Compact etcd's history up to its current revision; returns that revision.
