@@ -130,7 +130,8 @@ def helm(*args: str, values: dict[str, Any] | None = None) -> str:
             capture_output=True, text=True, timeout=120, check=False,
         )
     if result.returncode != 0:
-        raise HelmError(result.stderr.strip() or result.stdout.strip())
+        raise HelmError("\n".join(part for part in (result.stdout.strip(),
+                                                     result.stderr.strip()) if part))
     return result.stdout
 
 
@@ -151,8 +152,9 @@ def render_for_cluster(values: dict[str, Any], kube_version: str) -> dict[str, s
     """`helm template` (tests included) for a cluster of `kube_version`, plus NOTES.txt
     from `helm install --dry-run=client`, as path -> rendered text."""
     version = f"v{kube_version.lstrip('v')}"
-    common = (RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--kube-version", version)
-    rendered = split_sources(helm("template", *common, values=values))
+    common = (RELEASE, str(CHART_DIR), "--namespace", NAMESPACE)
+    rendered = split_sources(helm("template", *common, "--kube-version", version, values=values))
+    # `helm install` has no --kube-version: it renders NOTES for helm's own default cluster.
     dry_run = helm("install", *common, "--dry-run=client", values=values)
     if "NOTES:" in dry_run:
         rendered["leader-election/templates/NOTES.txt"] = dry_run.split("NOTES:", 1)[1]

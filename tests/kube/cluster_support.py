@@ -89,9 +89,6 @@ class KubeNamespace:
         self.cluster.ensure_components()
         self.core.create_namespace({"metadata": {
             "name": self.namespace, "labels": RESTRICTED_POD_SECURITY}})
-        # Pods are admitted only once the controller-manager made the `default` account.
-        wait_until(lambda: self.core.read_namespaced_service_account("default", self.namespace),
-                   timeout=60, message="the namespace's default ServiceAccount")
         self._rbac_objects = render_chart_rbac(self.cluster, self.namespace)
         self.apply_rbac()
         upstream = urllib.parse.urlsplit(self.cluster.server())
@@ -136,6 +133,10 @@ class KubeNamespace:
         body = {
             "metadata": {"name": name, "labels": dict(labels or {})},
             "spec": {
+                # The chart's account, as the chart's pods have: admission needs the account
+                # to exist, and `default` appears only when the controller-manager gets to it.
+                "serviceAccountName": RELEASE,
+                "automountServiceAccountToken": False,
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
