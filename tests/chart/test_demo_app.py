@@ -24,8 +24,6 @@ from chart_support import REPO
 from sidecar.demoapp import make_server
 from sidecar.state import Role, RoleStatus, ZkState
 
-NOW = dt.datetime.now(dt.UTC)
-
 
 def write_role(role_dir: Path, status: RoleStatus) -> None:
     """What the sidecar writes (atomically, in the real thing)."""
@@ -34,14 +32,15 @@ def write_role(role_dir: Path, status: RoleStatus) -> None:
 
 
 def leader(lease_seconds: float = 30.0) -> RoleStatus:
+    now = dt.datetime.now(dt.UTC)  # at the call: the suite may reach this test minutes later
     return RoleStatus(
         election="demo",
         identity="demo-1",
         role=Role.LEADER,
         leader="demo-1",
         epoch=4294967302,
-        since=NOW,
-        lease_expires=NOW + dt.timedelta(seconds=lease_seconds),
+        since=now,
+        lease_expires=now + dt.timedelta(seconds=lease_seconds),
         zk=ZkState.CONNECTED,
     )
 

@@ -65,12 +65,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-ZooKeeper connect string for the sidecars: the chart's client Service (kube-proxy spreads
-clients over the ready servers, and a server is ready only while it has a quorum), or the
-external ensemble from values.
+ZooKeeper connect string for the sidecars: externalZookeeper.hosts when set (with the
+chart's ensemble deployed or not), else the chart's client Service (kube-proxy spreads
+clients over the ready servers, and a server is ready only while it has a quorum).
 */}}
 {{- define "le.zkHosts" -}}
-{{- if .Values.zookeeper.enabled }}
+{{- if .Values.externalZookeeper.hosts }}
+{{- .Values.externalZookeeper.hosts }}
+{{- else if .Values.zookeeper.enabled }}
 {{- printf "%s.%s.svc.%s:2181" (include "le.zkName" .) .Release.Namespace .Values.clusterDomain }}
 {{- else }}
 {{- required "externalZookeeper.hosts is required when zookeeper.enabled is false" .Values.externalZookeeper.hosts }}

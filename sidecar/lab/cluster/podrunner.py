@@ -1,0 +1,407 @@
+"""A kubelet stand-in for the one container that matters: the leader-sidecar.
+
+kwok's nodes run no containers: kwok marks a bound pod Running and Ready, gives it an
+address, and deletes it as soon as it gets a deletionTimestamp. `PodRunner` watches the
+pods of one namespace that are bound to a node and runs each pod's `leader-sidecar`
+container as a local process, the way the kubelet would run it:
+
+- command: the chart's image has `leader-sidecar` as its entrypoint; the runner runs
+  `python -m sidecar` with the container's `args`;
+- env: `value`; `valueFrom.fieldRef` (the downward API: `metadata.name`,
+  `metadata.namespace`, `metadata.uid`, `spec.nodeName`, `spec.serviceAccountName`,
+  `status.podIP`); `secretKeyRef` and `configMapKeyRef`, read through the API as the
+  kubelet reads them; a later entry of the same name wins;
+- volumes: the role directory (the container's mount of the pod's `role-dir` emptyDir)
+  is a directory of that pod on tmpfs (`/dev/shm` when present), as `medium: Memory`
+  has it; `ROLE_DIR` is pointed at it;
+- API access: a token for the pod's ServiceAccount from the TokenRequest API, bound to
+  the pod, in a file renewed at 80 % of its life (the kubelet's projected token), and a
+  kubeconfig naming that `tokenFile` and the apiserver's CA (`KUBECONFIG`). Every
+  process here shares one file system, so the fixed in-cluster paths under
+  `/var/run/secrets` cannot be per pod;
+- network: the processes share this machine's loopback, so each pod's HTTP port gets a
+  free loopback port (`HTTP_PORT`, `HTTP_HOST=127.0.0.1`); `port(pod)` tells which;
+- lifecycle: on the pod's deletionTimestamp the runner calls the application
+  container's preStop `httpGet` hook (as the chart configures it), sends SIGTERM, and
+  SIGKILL after `terminationGracePeriodSeconds`. Until the process is gone the runner
+  holds a finalizer on the pod, so the pod stays Terminating as under a kubelet;
+- restarts: per `restartPolicy` (StatefulSet pods: Always), after a short back-off;
+  `kill(pod)` sends SIGKILL, as a crash or an OOM kill would;
+- readiness: kwok sets Ready at once; the runner then owns the pod's Ready condition and
+  sets it from the container's readiness probe (`/readyz`), so EndpointSlices follow it.
+
+Not done (a real kubelet's job, see the kind flow): images, the application container,
+startup and liveness probes, resource limits, security contexts, pod networking.
+This module is for the tests, benchmarks and the cluster demo only; the sidecar never
+imports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from sidecar.lab.cluster.control_plane import LocalCluster, free_port
+
+log = logging.getLogger(__name__)
+
+CONTAINER = "leader-sidecar"
+FINALIZER = "lab.leader-sidecar.dev/pod-runner"
+TOKEN_SECONDS = 3600
+RESTART_BACKOFF = 1.0
+PROBE_PERIOD = 0.5
+
+
+@dataclasses.dataclass
+class RunningPod:
+    """One pod's sidecar process and what the runner made for it."""
+
+    name: str
+    uid: str
+    directory: Path
+    role_dir: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    stopping: bool = False
+    ready: bool | None = None
+    token_expires: float = 0.0
+    thread: threading.Thread | None = None
+
+
+class PodRunner:
+    def __init__(self, cluster: LocalCluster, namespace: str, workdir: Path,
+                 selector: str = "app.kubernetes.io/component=app") -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.selector = selector
+        self.workdir = workdir
+        shm = Path("/dev/shm")
+        self.tmpfs = (shm if shm.is_dir() else workdir) / f"pod-runner-{os.getpid()}-{namespace}"
+        # The client's own annotations are partial: the runner handles its objects as Any.
+        self.client: Any = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            str(cluster.kubeconfig))
+        self.core: Any = kubernetes.client.CoreV1Api(self.client)
+        self.pods: dict[str, RunningPod] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._watch: Any = None
+
+    # --- public -----------------------------------------------------------------------
+
+    def start(self) -> PodRunner:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.tmpfs.mkdir(parents=True, exist_ok=True)
+        self._watcher = threading.Thread(target=self._watch_pods, name="pod-runner",
+                                         daemon=True)
+        self._watcher.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every process (SIGKILL after `timeout`), drop the finalizers."""
+        self._stopping.set()
+        if self._watch is not None:
+            self._watch.stop()
+        with self._lock:
+            running = list(self.pods.values())
+        for pod in running:
+            pod.stopping = True
+            self._terminate(pod, grace=timeout)
+            self._release(pod)
+        for pod in running:
+            if pod.thread is not None:
+                pod.thread.join(5)
+        shutil.rmtree(self.tmpfs, ignore_errors=True)
+        self.client.close()
+
+    def port(self, name: str) -> int:
+        return self._pod(name).port
+
+    def role_dir(self, name: str) -> Path:
+        return self._pod(name).role_dir
+
+    def pid(self, name: str) -> int | None:
+        process = self._pod(name).process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Signal the pod's sidecar process (SIGKILL: a crash; it restarts per policy)."""
+        process = self._pod(name).process
+        if process is not None and process.poll() is None:
+            process.send_signal(signum)
+
+    def log_path(self, name: str) -> Path:
+        return self._pod(name).directory / "sidecar.log"
+
+    def _pod(self, name: str) -> RunningPod:
+        with self._lock:
+            for pod in self.pods.values():
+                if pod.name == name and not pod.stopping:
+                    return pod
+        raise KeyError(f"no running pod {name!r}")
+
+    # --- watching ----------------------------------------------------------------------
+
+    def _watch_pods(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+                for event in self._watch.stream(
+                        self.core.list_namespaced_pod, self.namespace,
+                        label_selector=self.selector, timeout_seconds=60):
+                    if self._stopping.is_set():
+                        return
+                    self._on_pod(event["type"], event["object"])
+            except Exception as error:  # the apiserver went away: watch again
+                if not self._stopping.is_set():
+                    log.info("pod runner: watch ended (%s); watching again", error)
+                    time.sleep(0.5)
+
+    def _on_pod(self, kind: str, pod: Any) -> None:
+        uid = pod.metadata.uid
+        with self._lock:
+            known = self.pods.get(uid)
+        if kind == "DELETED":
+            if known is not None and not known.stopping:
+                self._begin_stop(known, pod)
+            return
+        if known is None:
+            if pod.metadata.deletion_timestamp is None and pod.spec.node_name:
+                self._launch(pod)
+            return
+        if pod.metadata.deletion_timestamp is not None and not known.stopping:
+            self._begin_stop(known, pod)
+
+    # --- one pod -----------------------------------------------------------------------
+
+    def _launch(self, pod: Any) -> None:
+        container = _sidecar_container(pod)
+        if container is None:
+            return
+        if FINALIZER not in (pod.metadata.finalizers or []):
+            self.core.patch_namespaced_pod(pod.metadata.name, self.namespace, {
+                "metadata": {"finalizers": [*(pod.metadata.finalizers or []), FINALIZER]}})
+        directory = self.workdir / f"{pod.metadata.name}-{pod.metadata.uid[:8]}"
+        directory.mkdir(parents=True, exist_ok=True)
+        role_dir = self.tmpfs / pod.metadata.uid
+        role_dir.mkdir(parents=True, exist_ok=True)
+        running = RunningPod(pod.metadata.name, pod.metadata.uid, directory, role_dir,
+                             free_port())
+        with self._lock:
+            self.pods[running.uid] = running
+        running.thread = threading.Thread(target=self._supervise, args=(running, pod),
+                                          name=f"pod-{running.name}", daemon=True)
+        running.thread.start()
+
+    def _supervise(self, running: RunningPod, pod: Any) -> None:
+        """Start, restart and probe the container until the pod is going away."""
+        try:
+            while not running.stopping and not self._stopping.is_set():
+                if running.process is None or running.process.poll() is not None:
+                    if running.process is not None:
+                        running.restarts += 1
+                        if pod.spec.restart_policy == "Never":
+                            return
+                        time.sleep(RESTART_BACKOFF)
+                        if running.stopping:
+                            return
+                    self._start_process(running, pod)
+                self._probe(running)
+                time.sleep(PROBE_PERIOD)
+        except Exception:
+            log.exception("pod runner: %s failed", running.name)
+
+    def _start_process(self, running: RunningPod, pod: Any) -> None:
+        container = _sidecar_container(pod)
+        assert container is not None
+        env = self._environment(running, pod, container)
+        command = [sys.executable, "-m", "sidecar", *(container.args or [])]
+        with (running.directory / "sidecar.log").open("ab") as out:
+            running.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=running.directory, start_new_session=True)
+        log.info("pod runner: %s started (pid %d)", running.name, running.process.pid)
+
+    def _environment(self, running: RunningPod, pod: Any, container: Any) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items()
+               if key in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")}
+        for source in container.env_from or []:
+            env.update(self._env_from(source))
+        for item in container.env or []:
+            value = self._env_value(pod, item)
+            if value is not None:
+                env[item.name] = value
+        mount = _mount_path(container, "role-dir")
+        if mount is None or env.get("ROLE_DIR", mount) == mount:
+            env["ROLE_DIR"] = str(running.role_dir)
+        env["HTTP_PORT"] = str(running.port)
+        env["HTTP_HOST"] = "127.0.0.1"
+        env["KUBECONFIG"] = str(self._kubeconfig(running, pod))
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        return env
+
+    def _env_value(self, pod: Any, item: Any) -> str | None:
+        if item.value_from is None:
+            return str(item.value or "")
+        source = item.value_from
+        if source.field_ref is not None:
+            return _field(pod, source.field_ref.field_path)
+        if source.secret_key_ref is not None:
+            ref = source.secret_key_ref
+            secret = self.core.read_namespaced_secret(ref.name, self.namespace)
+            return base64.b64decode((secret.data or {})[ref.key]).decode()
+        if source.config_map_key_ref is not None:
+            ref = source.config_map_key_ref
+            return str(self.core.read_namespaced_config_map(ref.name, self.namespace)
+                       .data[ref.key])
+        return None
+
+    def _env_from(self, source: Any) -> dict[str, str]:
+        prefix = source.prefix or ""
+        if source.secret_ref is not None:
+            data = self.core.read_namespaced_secret(source.secret_ref.name, self.namespace).data
+            return {prefix + k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
+        if source.config_map_ref is not None:
+            data = self.core.read_namespaced_config_map(
+                source.config_map_ref.name, self.namespace).data
+            return {prefix + k: str(v) for k, v in (data or {}).items()}
+        return {}
+
+    def _kubeconfig(self, running: RunningPod, pod: Any) -> Path:
+        token_file = running.directory / "token"
+        self._refresh_token(running, pod, token_file)
+        path = running.directory / "kubeconfig"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.cluster.server(),
+                "certificate-authority": str(self.cluster.ca_path)}}],
+            "users": [{"name": "pod", "user": {"tokenFile": str(token_file)}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "local", "user": "pod"}}],
+        }))
+        return path
+
+    def _refresh_token(self, running: RunningPod, pod: Any, token_file: Path) -> None:
+        if time.monotonic() < running.token_expires:
+            return
+        request = {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                               "name": pod.metadata.name, "uid": running.uid}}}
+        answer = self.core.create_namespaced_service_account_token(
+            pod.spec.service_account_name or "default", self.namespace, request)
+        partial = token_file.with_suffix(".partial")
+        partial.write_text(answer.status.token)
+        partial.rename(token_file)
+        running.token_expires = time.monotonic() + 0.8 * TOKEN_SECONDS
+
+    def _probe(self, running: RunningPod) -> None:
+        try:
+            url = f"http://127.0.0.1:{running.port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                ready = answer.status == 200
+        except OSError:
+            ready = False
+        if ready == running.ready or running.stopping:
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        status = "True" if ready else "False"
+        with contextlib.suppress(kubernetes.client.ApiException):
+            self.core.patch_namespaced_pod_status(running.name, self.namespace, {"status": {
+                "conditions": [{"type": "Ready", "status": status, "lastTransitionTime": now},
+                               {"type": "ContainersReady", "status": status,
+                                "lastTransitionTime": now}]}})
+            running.ready = ready
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def _begin_stop(self, running: RunningPod, pod: Any) -> None:
+        running.stopping = True
+        grace = float(pod.spec.termination_grace_period_seconds or 30)
+        threading.Thread(target=self._stop_pod, args=(running, pod, grace),
+                         name=f"stop-{running.name}", daemon=True).start()
+
+    def _stop_pod(self, running: RunningPod, pod: Any, grace: float) -> None:
+        started = time.monotonic()
+        self._pre_stop(running, pod)
+        self._terminate(running, grace=max(0.0, grace - (time.monotonic() - started)))
+        self._release(running)
+        with self._lock:
+            self.pods.pop(running.uid, None)
+        shutil.rmtree(running.role_dir, ignore_errors=True)
+
+    def _pre_stop(self, running: RunningPod, pod: Any) -> None:
+        """The application container's preStop httpGet hook, if it aims at the sidecar."""
+        for container in pod.spec.containers or []:
+            hook = container.lifecycle.pre_stop if container.lifecycle else None
+            if hook is None or hook.http_get is None:
+                continue
+            url = f"http://127.0.0.1:{running.port}{hook.http_get.path or '/'}"
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=5).close()
+
+    def _terminate(self, running: RunningPod, grace: float) -> None:
+        process = running.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def _release(self, running: RunningPod) -> None:
+        """Drop the runner's finalizer: the pod object may go now."""
+        with contextlib.suppress(kubernetes.client.ApiException):
+            pod = self.core.read_namespaced_pod(running.name, self.namespace)
+            if pod.metadata.uid != running.uid:
+                return
+            left = [f for f in (pod.metadata.finalizers or []) if f != FINALIZER]
+            self.core.patch_namespaced_pod(running.name, self.namespace, [
+                {"op": "test", "path": "/metadata/uid", "value": running.uid},
+                {"op": "replace", "path": "/metadata/finalizers", "value": left}])
+
+
+def _sidecar_container(pod: Any) -> Any:
+    for container in (pod.spec.init_containers or []) + (pod.spec.containers or []):
+        if container.name == CONTAINER:
+            return container
+    return None
+
+
+def _mount_path(container: Any, volume: str) -> str | None:
+    for mount in container.volume_mounts or []:
+        if mount.name == volume:
+            return str(mount.mount_path)
+    return None
+
+
+def _field(pod: Any, path: str) -> str:
+    values = {
+        "metadata.name": pod.metadata.name,
+        "metadata.namespace": pod.metadata.namespace,
+        "metadata.uid": pod.metadata.uid,
+        "spec.nodeName": pod.spec.node_name,
+        "spec.serviceAccountName": pod.spec.service_account_name,
+        "status.podIP": pod.status.pod_ip if pod.status else None,
+        "status.hostIP": pod.status.host_ip if pod.status else None,
+    }
+    if path not in values:
+        raise ValueError(f"fieldRef {path!r} is not supported by the pod runner")
+    return str(values[path] or "")
