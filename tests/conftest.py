@@ -1,5 +1,11 @@
 """Shared fixtures and fault helpers: a real three-server ZooKeeper ensemble on loopback,
-sidecar processes, a fault proxy in front of the ensemble, and the lease monitor.
+sidecar processes, a fault proxy in front of the ensemble, the lease monitor, and the
+real local Kubernetes control plane (`cluster`).
+
+`cluster` is one cluster per test session (etcd, kube-apiserver with RBAC and Pod Security
+admission, controller-manager, scheduler, kwok nodes), torn down at the end whatever
+happens; a session killed before its teardown has its cluster removed by the next one;
+when a test failed, the components' logs are kept under `.test-artifacts/`.
 
 The ensemble uses tickTime=200 ms, so sessions of 1-4 s are allowed and fault tests take
 seconds. Tests that kill servers get an ensemble of their own (`fresh_ensemble`).
@@ -8,6 +14,9 @@ seconds. Tests that kill servers get an ensemble of their own (`fresh_ensemble`)
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +25,50 @@ import pytest
 from election_support import Group
 
 from sidecar.lab.candidates import wait_for
+from sidecar.lab.cluster import binaries
+from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.lab.ensemble import Ensemble, running_ensemble
 from sidecar.lab.faultproxy import FaultyNetwork
 
 _counter = itertools.count()
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".test-artifacts"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_clusters(workdir: Path) -> None:
+    """Clusters of test sessions that were killed before their teardown ran."""
+    for stale in sorted((workdir / "clusters").glob("pytest-*")):
+        pid = stale.name.removeprefix("pytest-")
+        if pid.isdigit() and not _alive(int(pid)):
+            LocalCluster(stale.name, workdir).down()
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    bin_dir = binaries.ensure_built()
+    workdir = binaries.cache_root() / "test-clusters"
+    _remove_stale_clusters(workdir)
+    local = LocalCluster(f"pytest-{os.getpid()}", workdir, nodes=2, bin_dir=bin_dir)
+    started = time.monotonic()
+    try:
+        local.up()
+        logging.getLogger("tests").info("cluster up in %.1f s", time.monotonic() - started)
+        yield local
+    finally:
+        if request.session.testsfailed:
+            kept = local.collect_logs(ARTIFACTS / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}")
+            print(f"\ncontrol-plane logs of the failed run kept in {kept}")
+        local.down()
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,7 @@
 """Fixtures for the Kubernetes face on the real local control plane.
 
-One cluster per test session (`cluster`: etcd, kube-apiserver with RBAC and Pod Security
-admission, controller-manager, scheduler, kwok nodes), torn down at the end whatever
-happens; when a test failed, the components' logs are kept under `.test-artifacts/`.
-Each test gets a namespace of its own (`kube_ns`, see cluster_support.py) with the chart's
-RBAC, deleted after the test.
+The session's cluster comes from tests/conftest.py (`cluster`). Each test gets a namespace
+of its own (`kube_ns`, see cluster_support.py) with the chart's RBAC, deleted after it.
 
 Also: `kube_config` (a `Config` factory for a candidate whose pod lives in that namespace),
 publishers and operators that are always stopped.
@@ -14,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,49 +22,11 @@ from k8s_doubles import ELECTION, FakeControl, Sync
 
 from sidecar.config import Config
 from sidecar.k8s import GROUP_LABEL, Backoff, KubernetesPublisher
-from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.metrics import Metrics
 from sidecar.operator import OperatorHandle, start_operator
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts"
 _namespaces = itertools.count()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_clusters(workdir: Path) -> None:
-    """Clusters of test sessions that were killed before their teardown ran."""
-    for stale in sorted((workdir / "clusters").glob("pytest-*")):
-        pid = stale.name.removeprefix("pytest-")
-        if pid.isdigit() and not _alive(int(pid)):
-            LocalCluster(stale.name, workdir).down()
-
-
-@pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    bin_dir = binaries.ensure_built()
-    workdir = binaries.cache_root() / "test-clusters"
-    _remove_stale_clusters(workdir)
-    local = LocalCluster(f"pytest-{os.getpid()}", workdir, nodes=2, bin_dir=bin_dir)
-    started = time.monotonic()
-    try:
-        local.up()
-        logging.getLogger("tests").info("cluster up in %.1f s", time.monotonic() - started)
-        yield local
-    finally:
-        if request.session.testsfailed:
-            kept = local.collect_logs(ARTIFACTS / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}")
-            print(f"\ncontrol-plane logs of the failed run kept in {kept}")
-        local.down()
 
 
 @pytest.fixture

@@ -1,0 +1,184 @@
+"""The chart as users run it: `helm install` into a namespace of the local control plane,
+the sidecars run by the pod runner, everything read back with the real `kubectl`.
+
+`ChartRelease.install()` creates the namespace labelled for the Pod Security `restricted`
+level, starts a `PodRunner` for it and runs `helm install --wait` with
+`externalZookeeper.hosts` set to a real local ensemble: the chart's ZooKeeper
+StatefulSet is installed all the same (its pods are kwok's, running nothing), and the
+sidecars reach the local ensemble through that one value. ZooKeeper persistence is off
+(nothing here provisions volumes).
+
+Guaranteed: `close()` stops the runner's processes, uninstalls the release and deletes
+the namespace, whatever state the release is in. Reads go through `kubectl -o json`, as
+a person (or a script) would read them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
+from sidecar.lab.cluster.podrunner import PodRunner
+
+CHART = Path(__file__).resolve().parents[3] / "charts" / "leader-election"
+RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class ChartRelease:
+    def __init__(self, cluster: LocalCluster, namespace: str, zk_hosts: str, workdir: Path,
+                 *, name: str = "demo", values: dict[str, Any] | None = None,
+                 session_timeout: int = 2) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name
+        self.workdir = workdir
+        self.values = deep_merge({
+            "externalZookeeper": {"hosts": zk_hosts},
+            "zookeeper": {"persistence": {"enabled": False}},
+            "election": {"sessionTimeoutSeconds": session_timeout},
+        }, values or {})
+        self.runner = PodRunner(cluster, namespace, workdir / "pods",
+                                selector=f"app.kubernetes.io/instance={name},"
+                                         "app.kubernetes.io/component=app")
+        self.installed = False
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def install(self, timeout: float = 180) -> ChartRelease:
+        self.cluster.kubectl("create", "namespace", self.namespace)
+        self.cluster.kubectl("label", "namespace", self.namespace, RESTRICTED)
+        self.runner.start()
+        self.helm("install", self.name, str(CHART), "--wait", "--timeout", f"{int(timeout)}s",
+                  values=self.values, timeout=timeout + 30)
+        self.installed = True
+        return self
+
+    def upgrade(self, values: dict[str, Any], timeout: float = 180) -> str:
+        self.values = deep_merge(self.values, values)
+        return self.helm("upgrade", self.name, str(CHART), "--wait",
+                         "--timeout", f"{int(timeout)}s", values=self.values,
+                         timeout=timeout + 30)
+
+    def uninstall(self, timeout: float = 120) -> str:
+        out = self.helm("uninstall", self.name, "--wait", "--timeout", f"{int(timeout)}s",
+                        timeout=timeout + 30)
+        self.installed = False
+        return out
+
+    def close(self) -> None:
+        try:
+            if self.installed:
+                self.helm("uninstall", self.name, "--wait", "--timeout", "60s", check=False,
+                          timeout=90)
+        finally:
+            self.runner.stop()
+            self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false",
+                                 "--ignore-not-found", check=False)
+
+    # --- the real tools -----------------------------------------------------------------
+
+    def helm(self, *args: str, values: dict[str, Any] | None = None, check: bool = True,
+             timeout: float = 120) -> str:
+        command = [self.cluster.tool("helm"), "--kubeconfig", str(self.cluster.kubeconfig),
+                   "--namespace", self.namespace, *args]
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as values_file:
+            if values is not None:
+                json.dump(values, values_file)
+                values_file.flush()
+                command += ["-f", values_file.name]
+            result = subprocess.run(command, capture_output=True, text=True,
+                                    timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise ClusterError(f"helm {' '.join(args[:2])}: {result.stderr.strip()}")
+        return result.stdout
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return self.cluster.kubectl("--namespace", self.namespace, *args, check=check)
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    # --- what users read ----------------------------------------------------------------
+
+    @property
+    def app_selector(self) -> str:
+        return f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component=app"
+
+    def pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get_json("pods", "-l", self.app_selector)["items"]
+        return items
+
+    def roles(self) -> dict[str, str | None]:
+        """pod name -> its `role` label (None when it has none)."""
+        return {p["metadata"]["name"]: p["metadata"].get("labels", {}).get("role")
+                for p in self.pods()}
+
+    def labelled_leaders(self) -> list[str]:
+        """`kubectl get pods -l role=leader` for the release's pods."""
+        pods = self.get_json("pods", "-l", f"{self.app_selector},role=leader")["items"]
+        return sorted(p["metadata"]["name"] for p in pods)
+
+    def settled_leader(self) -> str | None:
+        """The leader when exactly one pod says leader and every other says follower."""
+        roles = self.roles()
+        leaders = [name for name, role in roles.items() if role == "leader"]
+        others_follow = all(role == "follower" for name, role in roles.items()
+                            if name not in leaders)
+        replicas = int(self.values.get("app", {}).get("replicas", 3))
+        if len(leaders) == 1 and others_follow and len(roles) == replicas:
+            return leaders[0]
+        return None
+
+    def wait_settled(self, timeout: float = 60.0, not_: str | None = None) -> str:
+        """Wait for one leader (other than `not_`) with every other pod a follower."""
+        found = wait(lambda: (leader := self.settled_leader()) and leader != not_ and leader,
+                     timeout, f"one leader other than {not_}")
+        return str(found)
+
+    def pod_ip(self, name: str) -> str | None:
+        ip = self.get_json("pod", name).get("status", {}).get("podIP")
+        return str(ip) if ip else None
+
+    def leader_endpoints(self) -> list[str]:
+        """Ready addresses in the EndpointSlices of the `<release>-leader` Service."""
+        slices = self.get_json(
+            "endpointslices", "-l", f"kubernetes.io/service-name={self.name}-leader")["items"]
+        addresses = []
+        for piece in slices:
+            for endpoint in piece.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready", True):
+                    addresses.extend(endpoint.get("addresses", []))
+        return sorted(addresses)
+
+    def leftovers(self) -> list[str]:
+        """Objects of the release still in the namespace (after `helm uninstall`)."""
+        out = self.kubectl("get", "all,serviceaccounts,roles,rolebindings,secrets,configmaps,"
+                           "poddisruptionbudgets,endpointslices,networkpolicies",
+                           "-l", f"app.kubernetes.io/instance={self.name}", "-o", "name")
+        return [line for line in out.splitlines() if line.strip()]
+
+
+def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")

@@ -1,0 +1,108 @@
+"""What users do, with the real `helm` and `kubectl` on the real local control plane:
+install the chart, find the leader by its label, delete pods, hand over, upgrade,
+uninstall. The sidecars run as local processes (the pod runner) on a real ZooKeeper
+ensemble, and authenticate with the chart's own ServiceAccount and Role."""
+
+from __future__ import annotations
+
+import signal
+
+from election_support import SESSION_TIMEOUT
+
+from sidecar.lab.cluster.release import ChartRelease, wait
+
+SLACK = 30.0  # generous: kubectl and helm calls, restarts with back-off, a busy 2-core box
+
+
+def test_install_in_a_restricted_namespace_admits_every_object(release: ChartRelease) -> None:
+    labels = release.cluster.kubectl("get", "namespace", release.namespace,
+                                     "-o", "jsonpath={.metadata.labels}")
+    assert '"pod-security.kubernetes.io/enforce":"restricted"' in labels
+    manifest = release.helm("get", "manifest", release.name)
+    objects = [(kind, name) for kind, name in _kinds_and_names(manifest)]
+    assert len(objects) >= 10
+    for kind, name in objects:  # admission let every one of them in
+        release.kubectl("get", kind, name)
+    assert len(release.pods()) == 3
+
+
+def test_exactly_one_pod_is_labelled_leader(release: ChartRelease) -> None:
+    leader = release.wait_settled(SLACK)
+    assert release.labelled_leaders() == [leader]
+    table = release.kubectl("get", "pods", "-l", release.app_selector, "-L", "role")
+    rows = [line.split() for line in table.splitlines()[1:]]
+    assert sorted(row[-1] for row in rows) == ["follower", "follower", "leader"]
+
+
+def test_leader_service_endpoints_follow_the_leader(release: ChartRelease) -> None:
+    leader = release.wait_settled(SLACK)
+    wait(lambda: release.leader_endpoints() == [release.pod_ip(leader)], SLACK,
+         "the leader Service's EndpointSlice holds the leader's address")
+    release.kubectl("delete", "pod", leader, "--wait=false")
+    successor = release.wait_settled(SLACK, not_=leader)
+    wait(lambda: release.leader_endpoints() == [release.pod_ip(successor)], SLACK,
+         "the EndpointSlice follows the new leader")
+
+
+def test_deleted_leader_hands_over_and_comes_back_as_follower(release: ChartRelease) -> None:
+    leader = release.wait_settled(SLACK)
+    old_uid = release.get_json("pod", leader)["metadata"]["uid"]
+    release.kubectl("delete", "pod", leader)
+    successor = release.wait_settled(SLACK, not_=leader)
+    assert successor != leader
+    recreated = release.get_json("pod", leader)["metadata"]["uid"]
+    assert recreated != old_uid, "the StatefulSet controller made a new pod"
+    assert release.roles()[leader] == "follower"
+
+
+def test_leader_killed_hard_hands_over_and_restarts_as_follower(release: ChartRelease) -> None:
+    leader = release.wait_settled(SLACK)
+    release.runner.kill(leader, signal.SIGKILL)
+    successor = release.wait_settled(SESSION_TIMEOUT + SLACK, not_=leader)
+    assert successor != leader
+    wait(lambda: release.runner.pid(leader) is not None, SLACK, "the container restarted")
+    assert release.roles()[leader] == "follower"
+
+
+def test_step_down_annotation_hands_over(release: ChartRelease) -> None:
+    leader = release.wait_settled(SLACK)
+    release.kubectl("annotate", "pod", leader, "leader-election/step-down=now")
+    successor = release.wait_settled(SLACK, not_=leader)
+    assert successor != leader
+    wait(lambda: "leader-election/step-down" not in
+         release.get_json("pod", leader)["metadata"].get("annotations", {}), SLACK,
+         "the annotation is removed")
+
+
+def test_forged_leader_label_is_put_right(release: ChartRelease) -> None:
+    leader = release.wait_settled(SLACK)
+    follower = next(name for name, role in release.roles().items() if role == "follower")
+    release.kubectl("label", "pod", follower, "role=leader", "--overwrite")
+    wait(lambda: release.roles()[follower] == "follower", SLACK, "the label is put right")
+    assert release.labelled_leaders() == [leader]
+
+
+def test_upgrade_rolls_and_uninstall_leaves_nothing(release: ChartRelease, zk_client) -> None:
+    release.wait_settled(SLACK)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in release.pods()}
+    release.upgrade({"app": {"podAnnotations": {"rolled": "yes"}}}, timeout=240)
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in release.pods()}
+    assert after.keys() == before.keys()
+    assert all(after[name] != before[name] for name in before), "every pod was replaced"
+    release.wait_settled(SLACK)
+
+    release.uninstall()
+    wait(lambda: not release.leftovers(), SLACK, "no object of the release is left")
+    parent = f"/leader-election/{release.namespace}"
+    wait(lambda: not zk_client.exists(parent) or not zk_client.get_children(parent), SLACK,
+         "no znode of the release is left")
+
+
+def _kinds_and_names(manifest: str) -> list[tuple[str, str]]:
+    import yaml
+
+    found = []
+    for doc in yaml.safe_load_all(manifest):
+        if doc:
+            found.append((doc["kind"], doc["metadata"]["name"]))
+    return found
