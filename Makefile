@@ -7,11 +7,13 @@ STAMP  := $(VENV)/.installed
 CLUSTER := $(PY) -m sidecar.lab.cluster
 
 .PHONY: help venv zookeeper go cluster-tools cluster-up cluster-down lint test bench demo \
+        demo-cluster \
         kind-up kind-failover kind-down clean
 
 help:
 	@echo "make demo           local showcase: ZooKeeper ensemble + sidecars, live failovers"
-	@echo "make test           lint-free, real-ZooKeeper test suite"
+	@echo "make test           the test suite (real ZooKeeper, real control plane, real helm)"
+	@echo "make demo-cluster   the chart on the local control plane, leader pods deleted live"
 	@echo "make lint           ruff + mypy --strict"
 	@echo "make bench          failover benchmarks (prints numbers)"
 	@echo "make cluster-tools  build kube-apiserver, etcd, kwok, kubectl, helm ... from tools/cluster (once)"
@@ -64,6 +66,11 @@ bench: $(STAMP) zookeeper
 
 demo: $(STAMP) zookeeper
 	$(PY) -m sidecar demo
+
+# The user's flow live on the local control plane (chart installed by helm); ROUNDS=N ends
+# after N failovers.
+demo-cluster: $(STAMP) zookeeper cluster-tools
+	$(PY) -m sidecar demo --cluster $(if $(ROUNDS),--rounds $(ROUNDS),)
 
 kind-up:
 	bash scripts/kind-up.sh

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
 PLOT = DOCS / "failover-latency.png"
+CLUSTER_PLOT = DOCS / "cluster-failover.png"
+
+from sidecar.lab.cluster.failover import MEASURES as CLUSTER_MEASURES  # noqa: E402
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -59,6 +62,60 @@ def plot(failover: dict[str, Any]) -> None:
     DOCS.mkdir(exist_ok=True)
     figure.savefig(PLOT, dpi=110)
     plt.close(figure)
+
+
+def plot_cluster(data: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(data["kinds"])
+    figure, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2))
+    for axis, kind in zip(axes, kinds, strict=True):
+        for key, label in CLUSTER_MEASURES.items():
+            samples = sorted(data["kinds"][kind][key]["samples_ms"])
+            fraction = [(i + 1) / len(samples) for i in range(len(samples))]
+            axis.step(samples, fraction, where="post",
+                      label=f"{label} (median {data['kinds'][kind][key]['median_ms']:.0f} ms)")
+        axis.set_title(f"{kind}, {data['rounds']} rounds")
+        axis.set_xlabel("ms from the user's command")
+        axis.set_ylabel("fraction of rounds")
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    figure.suptitle("chart on the local control plane (real kube-apiserver, 3 pods, "
+                    f"session timeout {data['session_timeout_s']:g} s)", fontsize=10)
+    figure.tight_layout()
+    DOCS.mkdir(exist_ok=True)
+    figure.savefig(CLUSTER_PLOT, dpi=110)
+    plt.close(figure)
+
+
+def cluster_failover_section(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Failover as a user sees it (real kube-apiserver)",
+        "",
+        "The chart helm-installed on the local control plane (etcd, kube-apiserver, "
+        "controller-manager, scheduler, kwok nodes; `make cluster-up`), 3 pods whose "
+        "sidecars the pod runner runs on a real three-server ensemble, session timeout "
+        f"{data['session_timeout_s']:g} s. Each round acts on the pod labelled leader: "
+        "*graceful* is `kubectl delete pod` (preStop hook, SIGTERM, the pod held until the "
+        "sidecar is gone), *crash* is SIGKILL of the leader's sidecar, *step-down* is "
+        "`kubectl annotate pod <leader> leader-election/step-down=now`. Times from the "
+        "command, polled as admin every 5 ms. (`bench/cluster_failover.py`)",
+        "",
+        "| failover | measure | rounds | median | p95 | max |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, measures in data["kinds"].items():
+        for key, label in CLUSTER_MEASURES.items():
+            row = measures[key]
+            lines.append(f"| {kind} | {label} | {row['n']} | {row['median_ms']:.0f} ms | "
+                         f"{row['p95_ms']:.0f} ms | {row['max_ms']:.0f} ms |")
+    lines += ["", "![failover on the local control plane](cluster-failover.png)", "",
+              f"Machine: {machine_text(data['machine'])}.", ""]
+    return lines
 
 
 def machine_text(info: dict[str, Any]) -> str:
@@ -219,8 +276,9 @@ def main() -> int:
         "(`bench/recipe_candidate.py`).",
         "",
     ]
-    sections = (("failover", failover_section), ("herd", herd_section),
-                ("scale", scale_section), ("idle", idle_section), ("safety", safety_section))
+    sections = (("failover", failover_section), ("cluster_failover", cluster_failover_section),
+                ("herd", herd_section), ("scale", scale_section), ("idle", idle_section),
+                ("safety", safety_section))
     notes = ROOT / "bench" / "NOTES.md"
     for name, render in sections:
         data = load(name)
@@ -229,6 +287,8 @@ def main() -> int:
             continue
         if name == "failover":
             plot(data)
+        if name == "cluster_failover":
+            plot_cluster(data)
         out += render(data)
     if notes.exists():
         out += [notes.read_text().rstrip(), ""]

@@ -1,0 +1,152 @@
+"""`leader-sidecar demo --cluster` (`make demo-cluster`): the user's flow, live, on a real
+Kubernetes control plane run locally.
+
+Builds the control-plane binaries if needed (once; see `lab.cluster.binaries`), starts a
+local control plane of its own (etcd, kube-apiserver, controller-manager, scheduler, kwok
+nodes), a real three-server ZooKeeper ensemble, and `helm install`s the chart into the
+namespace `leader-election`; the pod runner runs the sidecars. Then, every few seconds,
+it acts on the pod labelled leader in turn as a user would (`kubectl delete pod`, a crash
+of its sidecar, `kubectl annotate ... leader-election/step-down=now`), shows
+`kubectl get pods -L role` and the leader Service's endpoint, and prints each failover
+with the time until another pod is labelled leader and until the Service points at it.
+
+`--rounds N` stops after N failovers with a summary (exit 0). Ctrl-C or SIGTERM tears
+everything down (exit 130 or 143). A missing tool (Go, Java, ZooKeeper) is one line on
+stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+from .demo import DemoStopped, _stop_signals
+from .lab.cluster import binaries
+from .lab.cluster.control_plane import ClusterError, LocalCluster
+from .lab.cluster.failover import ACTIONS, Failover, Observer, fail_over
+from .lab.cluster.release import ChartRelease
+from .lab.ensemble import Ensemble, EnsembleError
+
+NAMESPACE = "leader-election"
+
+
+class ClusterDemo:
+    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.base = Path(tempfile.mkdtemp(prefix="leader-sidecar-cluster-demo-"))
+        self.stack = contextlib.ExitStack()
+        self.failovers: list[Failover] = []
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def main(self) -> int:
+        started = time.monotonic()
+        self.say("control-plane binaries (built once, minutes on a first run) ...")
+        bin_dir = binaries.ensure_built()
+        cluster = LocalCluster(f"demo-{os.getpid()}", binaries.cache_root() / "demo-clusters",
+                               bin_dir=bin_dir)
+        self.stack.callback(cluster.down)
+        cluster.up()
+        self.say(f"local control plane up: etcd, kube-apiserver (RBAC, Pod Security), "
+                 f"controller-manager, scheduler, 3 kwok nodes; KUBECONFIG={cluster.kubeconfig}")
+        ensemble = Ensemble(size=3, tick_time_ms=200, base_dir=self.base / "zookeeper")
+        self.stack.callback(ensemble.stop)
+        ensemble.start()
+        self.say(f"ZooKeeper ensemble up: {ensemble.connect_string}")
+        release = ChartRelease(cluster, NAMESPACE, ensemble.connect_string, self.base,
+                               session_timeout=self.args.session_timeout)
+        self.stack.callback(release.close)
+        self.say(f"$ helm install demo charts/leader-election -n {NAMESPACE} "
+                 f"--set externalZookeeper.hosts=... --wait")
+        release.install()
+        leader = release.wait_settled(60)
+        self.say(f"installed and settled in {time.monotonic() - started:.1f} s; "
+                 f"leader {leader}\n")
+        observer = Observer(release)
+        self.stack.callback(observer.close)
+        self.show(release)
+        number = 0
+        while not self.args.rounds or number < self.args.rounds:
+            time.sleep(self.args.interval)
+            action = ACTIONS[number % len(ACTIONS)]
+            number += 1
+            self.say(f"round {number}: {self.describe(action, release)}")
+            failover = fail_over(release, observer, action)
+            self.failovers.append(failover)
+            self.say(f"  {failover.old} -> {failover.new}: labelled leader after "
+                     f"{self.ms(failover.seconds['labelled'])}, leader Service on it after "
+                     f"{self.ms(failover.seconds['endpoint'])}, no other leader label after "
+                     f"{self.ms(failover.seconds['only'])}")
+            release.wait_settled(60)
+            self.show(release)
+        self.summary()
+        return 0
+
+    @staticmethod
+    def describe(action: str, release: ChartRelease) -> str:
+        leader = release.labelled_leaders()
+        name = leader[0] if leader else "?"
+        return {
+            "graceful": f"kubectl delete pod {name}",
+            "crash": f"crash: SIGKILL to the sidecar of {name}",
+            "step-down": f"kubectl annotate pod {name} leader-election/step-down=now",
+        }[action]
+
+    def show(self, release: ChartRelease) -> None:
+        table = release.kubectl("get", "pods", "-L", "role")
+        endpoints = release.leader_endpoints()
+        owners = {release.pod_ip(name): name for name in release.roles()}
+        where = ", ".join(f"{ip} ({owners.get(ip, '?')})" for ip in endpoints) or "none"
+        self.say(f"$ kubectl get pods -n {NAMESPACE} -L role\n{table.rstrip()}")
+        self.say(f"leader Service {release.name}-leader -> {where}\n")
+
+    def summary(self) -> None:
+        self.say(f"{len(self.failovers)} failovers")
+        for action in ACTIONS:
+            rows = [f for f in self.failovers if f.action == action]
+            if not rows:
+                continue
+            labelled = statistics.median(f.seconds["labelled"] for f in rows)
+            endpoint = statistics.median(f.seconds["endpoint"] for f in rows)
+            self.say(f"  {action:<9} x{len(rows)}: median {self.ms(labelled)} to the new "
+                     f"leader label, {self.ms(endpoint)} to the leader Service")
+
+    @staticmethod
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.0f} ms"
+
+    def cleanup(self) -> None:
+        self.say("tearing down: release, sidecars, ZooKeeper, control plane ...")
+        self.stack.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    demo = ClusterDemo(args, sys.stdout)
+    with _stop_signals() as main_thread:
+        try:
+            return demo.main()
+        except DemoStopped as stopped:
+            return 128 + stopped.signum
+        except (binaries.BuildError, EnsembleError) as error:
+            print(f"leader-sidecar: error: {error}", file=sys.stderr)
+            return 2
+        except (ClusterError, TimeoutError) as error:
+            print(f"leader-sidecar: cluster demo failed: {error}", file=sys.stderr)
+            return 1
+        finally:
+            if main_thread:  # a second Ctrl-C must not interrupt the teardown
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(signum, signal.SIG_IGN)
+            demo.cleanup()
