@@ -98,8 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import demo
 
-    demo.add_arguments(
-        sub.add_parser("demo", help="local showcase: ZooKeeper ensemble, five sidecars, failovers")
+    demo_parser = sub.add_parser(
+        "demo", help="local showcase: ZooKeeper ensemble, five sidecars, failovers")
+    demo.add_arguments(demo_parser)
+    demo_parser.add_argument(
+        "--cluster", action="store_true",
+        help="the user's flow on a local Kubernetes control plane with the chart installed "
+             "by helm (builds the control-plane binaries on first use)",
     )
 
     app = sub.add_parser("demo-app", help="tiny HTTP application that shows the role")
@@ -205,6 +210,10 @@ def cmd_demo_app(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.cluster:
+        from .cluster_demo import run as run_on_cluster
+
+        return run_on_cluster(args)
     from .demo import run
 
     return run(args)

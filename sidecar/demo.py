@@ -99,18 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-zk-kill", action="store_true",
         help="do not kill a ZooKeeper server (by default the ensemble's leader is killed once)",
     )
-    parser.add_argument(
-        "--cluster", action="store_true",
-        help="the same story on a local Kubernetes control plane with the chart installed "
-             "by helm (builds the control-plane binaries on first use)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.cluster:
-        from .cluster_demo import run as run_on_cluster
-
-        return run_on_cluster(args)
     if args.candidates < 2:
         print("leader-sidecar: error: the demo needs at least 2 candidates", file=sys.stderr)
         return 2
