@@ -46,14 +46,15 @@ def main() -> int:
     ensemble = Ensemble(size=3, tick_time_ms=300).start()
     stack = contextlib.ExitStack()
     api = stack.enter_context(cluster_namespace(base, "bench-idle"))
-    api.add_pod("idle-k8s", {GROUP_LABEL: "idle-k8s", "app": "demo"})
+    # app-0: the chart's Role lets its ServiceAccount patch only the release's pod names.
+    api.add_pod("app-0", {GROUP_LABEL: "idle-k8s", "app": "demo"})
     sidecars = {
         "without Kubernetes": SidecarProcess(
             "idle-plain", ensemble.connect_string, base / "plain", election="idle-plain",
             session_timeout=args.session_timeout,
         ),
         "with Kubernetes publisher + operator": SidecarProcess(
-            "idle-k8s", ensemble.connect_string, base / "k8s", election="idle-k8s",
+            "app-0", ensemble.connect_string, base / "k8s", election="idle-k8s",
             session_timeout=args.session_timeout,
             kubeconfig=Path(api.kubeconfig_path), namespace=api.namespace,
         ),
@@ -66,7 +67,7 @@ def main() -> int:
         for sidecar in sidecars.values():
             if not wait_for(lambda s=sidecar: s.role() == "leader", 30):
                 raise SystemExit(f"{sidecar.identity} did not lead")
-        if not wait_for(lambda: api.labels("idle-k8s").get("role") == "leader", 30):
+        if not wait_for(lambda: api.labels("app-0").get("role") == "leader", 30):
             raise SystemExit("the Kubernetes publisher did not label the pod")
         time.sleep(args.warmup)
         cpu0 = {k: process_cpu_seconds(s.pid) for k, s in sidecars.items()}
