@@ -27,6 +27,16 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _style(axis: Any, title: str, xlabel: str, legend_at: str) -> None:
+    """The look every distribution plot shares (an empirical CDF per line)."""
+    axis.set_title(title)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("fraction of rounds")
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc=legend_at)
+
+
 def plot(failover: dict[str, Any]) -> None:
     import matplotlib
 
@@ -49,12 +59,8 @@ def plot(failover: dict[str, Any]) -> None:
         if kind == "crash":
             axis.axvline(failover["session_timeout_s"] * 1000, color="grey", linestyle="--",
                          linewidth=1, label="session timeout")
-        axis.set_title(f"failover, {title}")
-        axis.set_xlabel("signal to successor's role file saying leader (ms)")
-        axis.set_ylabel("fraction of rounds")
-        axis.set_ylim(0, 1.02)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="upper left")
+        _style(axis, f"failover, {title}", "signal to successor's role file saying leader (ms)",
+               legend_at="upper left")
     figure.suptitle(
         f"{failover['candidates']} candidate processes, 3-server ZooKeeper on loopback, "
         f"session timeout {failover['session_timeout_s']:g} s", fontsize=10)
@@ -78,12 +84,8 @@ def plot_cluster(data: dict[str, Any]) -> None:
             fraction = [(i + 1) / len(samples) for i in range(len(samples))]
             axis.step(samples, fraction, where="post",
                       label=f"{label} (median {data['kinds'][kind][key]['median_ms']:.0f} ms)")
-        axis.set_title(f"{kind}, {data['rounds']} rounds")
-        axis.set_xlabel("ms from the user's command")
-        axis.set_ylabel("fraction of rounds")
-        axis.set_ylim(0, 1.02)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right")
+        _style(axis, f"{kind}, {data['rounds']} rounds", "ms from the user's command",
+               legend_at="lower right")
     figure.suptitle("chart on the local control plane (real kube-apiserver, 3 pods, "
                     f"session timeout {data['session_timeout_s']:g} s)", fontsize=10)
     figure.tight_layout()

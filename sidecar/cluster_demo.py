@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .demo import DemoStopped, _stop_signals
+from .demo import DemoStopped, _stop_signals, ignore_stop_signals
 from .lab.cluster import binaries
 from .lab.cluster.control_plane import ClusterError, LocalCluster
 from .lab.cluster.failover import ACTIONS, Failover, Observer, fail_over
@@ -146,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"leader-sidecar: cluster demo failed: {error}", file=sys.stderr)
             return 1
         finally:
-            if main_thread:  # a second Ctrl-C must not interrupt the teardown
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(signum, signal.SIG_IGN)
+            if main_thread:
+                ignore_stop_signals()
             demo.cleanup()

@@ -124,10 +124,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"leader-sidecar: demo failed: {failed}", file=sys.stderr)
             return 1
         finally:
-            if main_thread:  # a second Ctrl-C must not interrupt the cleanup
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(signum, signal.SIG_IGN)
+            if main_thread:
+                ignore_stop_signals()
             demo.cleanup()
+
+
+def ignore_stop_signals() -> None:
+    """For the teardown: a second Ctrl-C must not interrupt it."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

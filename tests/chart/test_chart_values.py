@@ -14,6 +14,8 @@ import pytest
 import yaml
 from chart_support import CHART_DIR, HelmError, Manifests, lint
 
+from sidecar.lab.cluster.release import deep_merge
+
 VALUES = CHART_DIR / "values.yaml"
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
@@ -127,11 +129,3 @@ def is_free_form(path: str) -> bool:
     return path.endswith(("Probe", "requests", "limits"))
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
