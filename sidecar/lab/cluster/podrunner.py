@@ -210,9 +210,10 @@ class PodRunner:
         running.thread.start()
 
     def _supervise(self, running: RunningPod, pod: Any) -> None:
-        """Start, restart and probe the container until the pod is going away."""
-        try:
-            while not running.stopping and not self._stopping.is_set():
+        """Start, restart and probe the container until the pod is going away. A failed
+        step (the API briefly away, a token request refused) is retried, as a kubelet does."""
+        while not running.stopping and not self._stopping.is_set():
+            try:
                 if running.process is None or running.process.poll() is not None:
                     if running.process is not None:
                         running.restarts += 1
@@ -223,9 +224,10 @@ class PodRunner:
                             return
                     self._start_process(running, pod)
                 self._probe(running)
-                time.sleep(PROBE_PERIOD)
-        except Exception:
-            log.exception("pod runner: %s failed", running.name)
+            except Exception as error:
+                log.warning("pod runner: %s: %s; retrying", running.name, error)
+                time.sleep(RESTART_BACKOFF)
+            time.sleep(PROBE_PERIOD)
 
     def _start_process(self, running: RunningPod, pod: Any) -> None:
         container = _sidecar_container(pod)

@@ -28,6 +28,11 @@ from sidecar.lab.cluster.podrunner import PodRunner
 
 CHART = Path(__file__).resolve().parents[3] / "charts" / "leader-election"
 RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+# helm 4.3's default `--wait` (the kstatus "watcher") stops waiting as soon as every
+# resource it has *seen so far* is ready, so a StatefulSet whose first status arrives late
+# can fail the install with "not ready ... InProgress" long before the timeout (seen once
+# in 30 installs here). `legacy` is helm 3's polling wait, which checks every resource.
+WAIT = "--wait=legacy"
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -64,14 +69,14 @@ class ChartRelease:
         self.cluster.kubectl("create", "namespace", self.namespace)
         self.cluster.kubectl("label", "namespace", self.namespace, RESTRICTED)
         self.runner.start()
-        self.helm("install", self.name, str(CHART), "--wait", "--timeout", f"{int(timeout)}s",
+        self.helm("install", self.name, str(CHART), WAIT, "--timeout", f"{int(timeout)}s",
                   values=self.values, timeout=timeout + 30)
         self.installed = True
         return self
 
     def upgrade(self, values: dict[str, Any], timeout: float = 180) -> str:
         self.values = deep_merge(self.values, values)
-        return self.helm("upgrade", self.name, str(CHART), "--wait",
+        return self.helm("upgrade", self.name, str(CHART), WAIT,
                          "--timeout", f"{int(timeout)}s", values=self.values,
                          timeout=timeout + 30)
 
