@@ -12,12 +12,14 @@ temporary file and renamed), so an interrupted build resumes with the binaries s
 missing; a second call with everything built only stats a stamp file and returns in
 milliseconds, without running `go`. Progress (which binary, how long it took, total
 elapsed) goes to stderr line by line.
-Not guaranteed: a first build fits any time budget; it takes tens of minutes on two cores.
+Builds are serialised by a lock file in the target directory.
+Not guaranteed: a first build fits any time budget; it takes about 10 minutes on two cores.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import os
 import re
@@ -161,10 +163,21 @@ def ensure_built(module: Path | None = None) -> Path:
         return target_dir
     go = _check_go()
     target_dir.mkdir(parents=True, exist_ok=True)
+    with (target_dir / ".lock").open("w") as lock:
+        # Two builds at once (make test beside make demo-cluster): the second waits and
+        # then finds the binaries there.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            _build_missing(go, module, target_dir)
+            stamp.write_text(f"{KUBE_VERSION}\n")
+    return target_dir
+
+
+def _build_missing(go: str, module: Path, target_dir: Path) -> None:
     missing = [tool for tool in TOOLS if not (target_dir / tool.name).exists()]
     start = time.monotonic()
     _log(f"building {len(missing)} of {len(TOOLS)} binaries into {target_dir} "
-         "(first build: tens of minutes on two cores; later runs reuse them)")
+         "(a first build takes about 10 minutes on two cores; later runs reuse them)")
     for index, tool in enumerate(missing, 1):
         began = time.monotonic()
         _log(f"[{index}/{len(missing)}] {tool.name} ({tool.package}) ...")
@@ -172,10 +185,8 @@ def ensure_built(module: Path | None = None) -> Path:
         now = time.monotonic()
         _log(f"[{index}/{len(missing)}] {tool.name} built in {now - began:.0f} s "
              f"(elapsed {now - start:.0f} s)")
-    stamp.write_text(f"{KUBE_VERSION}\n")
     if missing:
         _log(f"all binaries built in {time.monotonic() - start:.0f} s")
-    return target_dir
 
 
 def main(argv: list[str] | None = None) -> int:
