@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ class ClusterDemo:
         self.out = out
         self.base = Path(tempfile.mkdtemp(prefix="leader-sidecar-cluster-demo-"))
         self.stack = contextlib.ExitStack()
+        self.stack.callback(shutil.rmtree, self.base, True)  # runs last, whatever fails
         self.failovers: list[Failover] = []
 
     def say(self, line: str) -> None:
@@ -128,7 +130,6 @@ class ClusterDemo:
     def cleanup(self) -> None:
         self.say("tearing down: release, sidecars, ZooKeeper, control plane ...")
         self.stack.close()
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         except (binaries.BuildError, EnsembleError) as error:
             print(f"leader-sidecar: error: {error}", file=sys.stderr)
             return 2
-        except (ClusterError, TimeoutError) as error:
+        except (ClusterError, TimeoutError, subprocess.SubprocessError) as error:
             print(f"leader-sidecar: cluster demo failed: {error}", file=sys.stderr)
             return 1
         finally:

@@ -10,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sidecar.lab.cluster import binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(600)
 def test_unattended_cluster_demo_runs_three_failovers_and_cleans_up(tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 from election_support import SESSION_TIMEOUT
 
 from sidecar.lab.cluster.release import ChartRelease, wait
 
 SLACK = 30.0  # generous: kubectl and helm calls, restarts with back-off, a busy 2-core box
+# An install waits up to 180 s and an upgrade 240 s; the first test also starts the cluster.
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_install_in_a_restricted_namespace_admits_every_object(release: ChartRelease) -> None:

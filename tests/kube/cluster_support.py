@@ -116,16 +116,17 @@ class KubeNamespace:
         return str(answer.status.token)
 
     def delete(self) -> None:
-        if self.is_down:  # a test that failed with the apiserver stopped
-            self.up()
-        if self.proxy is not None:
-            self.proxy.close()
         try:
+            if self.is_down:  # a test that failed with the apiserver stopped
+                self.up()
             self.core.delete_namespace(self.namespace, grace_period_seconds=0)
         except kubernetes.client.ApiException as error:
             if error.status != 404:
                 raise
-        self.admin_client.close()
+        finally:
+            if self.proxy is not None:
+                self.proxy.close()
+            self.admin_client.close()
 
     # --- as a person with kubectl --------------------------------------------------------
 
@@ -254,6 +255,8 @@ class KubeNamespace:
         if not self.cluster.audit_log.exists():
             return records
         for line in self.cluster.audit_log.read_text().splitlines():
+            if self.user not in line:  # cheap: most of the log is other tests' namespaces
+                continue
             try:
                 event = json.loads(line)
             except ValueError:

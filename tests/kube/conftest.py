@@ -32,9 +32,9 @@ _namespaces = itertools.count()
 @pytest.fixture
 def kube_ns(cluster: LocalCluster, tmp_path: Path) -> Iterator[KubeNamespace]:
     name = f"t{next(_namespaces)}-{uuid.uuid4().hex[:6]}"
-    namespace = KubeNamespace(cluster, name, tmp_path).create()
+    namespace = KubeNamespace(cluster, name, tmp_path)
     try:
-        yield namespace
+        yield namespace.create()
     finally:
         namespace.delete()
 

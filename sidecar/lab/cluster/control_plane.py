@@ -170,9 +170,14 @@ class LocalCluster:
         return self.workdir / f"{self.name}-audit-policy.yaml"
 
     def _kill_leftovers(self) -> None:
+        """SIGKILL what kwokctl left running, but only our own binaries: a pid file that
+        outlived a reboot may name somebody else's process now."""
         for pid_file in (self.cluster_dir / "pids").glob("*.pid"):
             with contextlib.suppress(ValueError, OSError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+                pid = int(pid_file.read_text().strip())
+                executable = Path(os.readlink(f"/proc/{pid}/exe")).resolve()
+                if executable.parent == self.bin_dir.resolve():
+                    os.kill(pid, signal.SIGKILL)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -15,8 +15,9 @@ container as a local process, the way the kubelet would run it:
   is a directory of that pod on tmpfs (`/dev/shm` when present), as `medium: Memory`
   has it; `ROLE_DIR` is pointed at it;
 - API access: a token for the pod's ServiceAccount from the TokenRequest API, bound to
-  the pod, in a file renewed at 80 % of its life (the kubelet's projected token), and a
-  kubeconfig naming that `tokenFile` and the apiserver's CA (`KUBECONFIG`). Every
+  the pod, asked for as the kubelet asks (3607 s, which the apiserver extends for as long
+  as the pod lives), in a file, and a kubeconfig naming that `tokenFile` and the
+  apiserver's CA (`KUBECONFIG`); a restarted container gets a fresh token. Every
   process here shares one file system, so the fixed in-cluster paths under
   `/var/run/secrets` cannot be per pod;
 - network: the processes share this machine's loopback, so each pod's HTTP port gets a
@@ -27,8 +28,10 @@ container as a local process, the way the kubelet would run it:
   holds a finalizer on the pod, so the pod stays Terminating as under a kubelet;
 - restarts: per `restartPolicy` (StatefulSet pods: Always), after a short back-off;
   `kill(pod)` sends SIGKILL, as a crash or an OOM kill would;
-- readiness: kwok sets Ready at once; the runner then owns the pod's Ready condition and
-  sets it from the container's readiness probe (`/readyz`), so EndpointSlices follow it.
+- readiness: kwok sets Ready itself when it marks a pod Running; the runner owns the
+  condition from then on and sets it from the container's readiness probe (`/readyz`,
+  not ready after `failureThreshold` failures in a row, as the kubelet counts), putting
+  it back whenever the pod says otherwise, so EndpointSlices follow the sidecar.
 
 Not done (a real kubelet's job, see the kind flow): images, the application container,
 startup and liveness probes, resource limits, security contexts, pod networking.
@@ -62,7 +65,9 @@ log = logging.getLogger(__name__)
 
 CONTAINER = "leader-sidecar"
 FINALIZER = "lab.leader-sidecar.dev/pod-runner"
-TOKEN_SECONDS = 3600
+# The kubelet asks for 3607 s: the apiserver then extends the pod-bound token (it stays
+# valid while the pod lives), because the Python client reads a tokenFile only once.
+TOKEN_SECONDS = 3607
 RESTART_BACKOFF = 1.0
 PROBE_PERIOD = 0.5
 
@@ -80,8 +85,11 @@ class RunningPod:
     restarts: int = 0
     stopping: bool = False
     ready: bool | None = None
-    token_expires: float = 0.0
+    failures: int = 0
     thread: threading.Thread | None = None
+    # Guards `process` against `stopping`: a start racing a stop must not leave a sidecar
+    # that nobody stops.
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class PodRunner:
@@ -114,15 +122,21 @@ class PodRunner:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every process (SIGKILL after `timeout`), drop the finalizers."""
+        """SIGTERM every process at once (SIGKILL after `timeout`), drop the finalizers."""
         self._stopping.set()
         if self._watch is not None:
             self._watch.stop()
+        if self._watcher is not None:
+            self._watcher.join(10)  # no launch may slip in after the list below
         with self._lock:
             running = list(self.pods.values())
+        processes = [process for pod in running if (process := self._mark_stopping(pod))]
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            _wait_or_kill(process, deadline - time.monotonic())
         for pod in running:
-            pod.stopping = True
-            self._terminate(pod, grace=timeout)
             self._release(pod)
         for pod in running:
             if pod.thread is not None:
@@ -187,6 +201,8 @@ class PodRunner:
             return
         if pod.metadata.deletion_timestamp is not None and not known.stopping:
             self._begin_stop(known, pod)
+        elif _ready_condition(pod) != known.ready:
+            known.ready = None  # someone (kwok) wrote Ready: the next probe puts it right
 
     # --- one pod -----------------------------------------------------------------------
 
@@ -223,7 +239,7 @@ class PodRunner:
                         if running.stopping:
                             return
                     self._start_process(running, pod)
-                self._probe(running)
+                self._probe(running, _failure_threshold(pod))
             except Exception as error:
                 log.warning("pod runner: %s: %s; retrying", running.name, error)
                 time.sleep(RESTART_BACKOFF)
@@ -234,7 +250,9 @@ class PodRunner:
         assert container is not None
         env = self._environment(running, pod, container)
         command = [sys.executable, "-m", "sidecar", *(container.args or [])]
-        with (running.directory / "sidecar.log").open("ab") as out:
+        with running.lock, (running.directory / "sidecar.log").open("ab") as out:
+            if running.stopping or self._stopping.is_set():
+                return
             running.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=running.directory, start_new_session=True)
@@ -300,8 +318,6 @@ class PodRunner:
         return path
 
     def _refresh_token(self, running: RunningPod, pod: Any, token_file: Path) -> None:
-        if time.monotonic() < running.token_expires:
-            return
         request = {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS,
                             "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
                                                "name": pod.metadata.name, "uid": running.uid}}}
@@ -310,15 +326,17 @@ class PodRunner:
         partial = token_file.with_suffix(".partial")
         partial.write_text(answer.status.token)
         partial.rename(token_file)
-        running.token_expires = time.monotonic() + 0.8 * TOKEN_SECONDS
 
-    def _probe(self, running: RunningPod) -> None:
+    def _probe(self, running: RunningPod, failure_threshold: int) -> None:
         try:
             url = f"http://127.0.0.1:{running.port}/readyz"
             with urllib.request.urlopen(url, timeout=1) as answer:
                 ready = answer.status == 200
         except OSError:
             ready = False
+        running.failures = 0 if ready else running.failures + 1
+        if not ready and running.ready is not None and running.failures < failure_threshold:
+            return  # a slow answer on a busy machine: the kubelet would not flip yet
         if ready == running.ready or running.stopping:
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -333,7 +351,7 @@ class PodRunner:
     # --- stopping ----------------------------------------------------------------------
 
     def _begin_stop(self, running: RunningPod, pod: Any) -> None:
-        running.stopping = True
+        self._mark_stopping(running)
         grace = float(pod.spec.termination_grace_period_seconds or 30)
         threading.Thread(target=self._stop_pod, args=(running, pod, grace),
                          name=f"stop-{running.name}", daemon=True).start()
@@ -357,27 +375,62 @@ class PodRunner:
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(url, timeout=5).close()
 
+    @staticmethod
+    def _mark_stopping(running: RunningPod) -> subprocess.Popen[bytes] | None:
+        """From now on nothing starts; returns the process still running, if any."""
+        with running.lock:
+            running.stopping = True
+            process = running.process
+        return process if process is not None and process.poll() is None else None
+
     def _terminate(self, running: RunningPod, grace: float) -> None:
-        process = running.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        process = self._mark_stopping(running)
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            _wait_or_kill(process, grace)
 
     def _release(self, running: RunningPod) -> None:
-        """Drop the runner's finalizer: the pod object may go now."""
-        with contextlib.suppress(kubernetes.client.ApiException):
-            pod = self.core.read_namespaced_pod(running.name, self.namespace)
-            if pod.metadata.uid != running.uid:
+        """Drop the runner's finalizer (and only it): the pod object may go now."""
+        for _ in range(5):
+            try:
+                pod = self.core.read_namespaced_pod(running.name, self.namespace)
+                finalizers = pod.metadata.finalizers or []
+                if pod.metadata.uid != running.uid or FINALIZER not in finalizers:
+                    return
+                index = finalizers.index(FINALIZER)
+                self.core.patch_namespaced_pod(running.name, self.namespace, [
+                    {"op": "test", "path": "/metadata/uid", "value": running.uid},
+                    {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
+                    {"op": "remove", "path": f"/metadata/finalizers/{index}"}])
                 return
-            left = [f for f in (pod.metadata.finalizers or []) if f != FINALIZER]
-            self.core.patch_namespaced_pod(running.name, self.namespace, [
-                {"op": "test", "path": "/metadata/uid", "value": running.uid},
-                {"op": "replace", "path": "/metadata/finalizers", "value": left}])
+            except kubernetes.client.ApiException as error:
+                if error.status == 404:
+                    return
+            except Exception as error:  # the apiserver away: stopping must go on
+                log.warning("pod runner: cannot release %s: %s", running.name, error)
+                return
+            time.sleep(0.2)
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        process.wait(max(0.0, grace))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def _ready_condition(pod: Any) -> bool | None:
+    for condition in (pod.status.conditions or []) if pod.status else []:
+        if condition.type == "Ready":
+            return bool(condition.status == "True")
+    return None
+
+
+def _failure_threshold(pod: Any) -> int:
+    container = _sidecar_container(pod)
+    probe = container.readiness_probe if container is not None else None
+    return int(probe.failure_threshold or 3) if probe is not None else 3
 
 
 def _sidecar_container(pod: Any) -> Any:
