@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.lab.cluster import binaries
+from sidecar.lab.ensemble import free_port
 
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
@@ -53,12 +53,6 @@ rules:
 
 class ClusterError(Exception):
     """The local control plane could not be started or reached."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalCluster:

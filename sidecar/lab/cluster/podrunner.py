@@ -59,7 +59,8 @@ from typing import Any
 import kubernetes
 import yaml
 
-from sidecar.lab.cluster.control_plane import LocalCluster, free_port
+from sidecar.lab.cluster.control_plane import LocalCluster
+from sidecar.lab.ensemble import free_port
 
 log = logging.getLogger(__name__)
 
