@@ -35,13 +35,13 @@ container as a local process, the way the kubelet would run it:
 
 Not done (a real kubelet's job, see the kind flow): images, the application container,
 startup and liveness probes, resource limits, security contexts, pod networking.
-This module is for the tests, benchmarks and the cluster demo only; the sidecar never
-imports it.
+How a container becomes a process's environment is `container.py`; this module is the
+life cycle. Both are for the tests, benchmarks and the cluster demo only; the sidecar
+never imports them.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import logging
@@ -57,18 +57,14 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 
+from sidecar.lab.cluster.container import ContainerEnvironment, failure_threshold, sidecar_container
 from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.lab.ensemble import free_port
 
 log = logging.getLogger(__name__)
 
-CONTAINER = "leader-sidecar"
 FINALIZER = "lab.leader-sidecar.dev/pod-runner"
-# The kubelet asks for 3607 s: the apiserver then extends the pod-bound token (it stays
-# valid while the pod lives), because the Python client reads a tokenFile only once.
-TOKEN_SECONDS = 3607
 RESTART_BACKOFF = 1.0
 PROBE_PERIOD = 0.5
 
@@ -106,6 +102,7 @@ class PodRunner:
         self.client: Any = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
             str(cluster.kubeconfig))
         self.core: Any = kubernetes.client.CoreV1Api(self.client)
+        self.environment = ContainerEnvironment(cluster, self.core)
         self.pods: dict[str, RunningPod] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -208,7 +205,7 @@ class PodRunner:
     # --- one pod -----------------------------------------------------------------------
 
     def _launch(self, pod: Any) -> None:
-        container = _sidecar_container(pod)
+        container = sidecar_container(pod)
         if container is None:
             return
         if FINALIZER not in (pod.metadata.finalizers or []):
@@ -240,16 +237,17 @@ class PodRunner:
                         if running.stopping:
                             return
                     self._start_process(running, pod)
-                self._probe(running, _failure_threshold(pod))
+                self._probe(running, failure_threshold(pod))
             except Exception as error:
                 log.warning("pod runner: %s: %s; retrying", running.name, error)
                 time.sleep(RESTART_BACKOFF)
             time.sleep(PROBE_PERIOD)
 
     def _start_process(self, running: RunningPod, pod: Any) -> None:
-        container = _sidecar_container(pod)
+        container = sidecar_container(pod)
         assert container is not None
-        env = self._environment(running, pod, container)
+        env = self.environment.environment(pod, container, running.directory, running.role_dir,
+                                           running.port)
         command = [sys.executable, "-m", "sidecar", *(container.args or [])]
         with running.lock, (running.directory / "sidecar.log").open("ab") as out:
             if running.stopping or self._stopping.is_set():
@@ -258,75 +256,6 @@ class PodRunner:
                 command, env=env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=running.directory, start_new_session=True)
         log.info("pod runner: %s started (pid %d)", running.name, running.process.pid)
-
-    def _environment(self, running: RunningPod, pod: Any, container: Any) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items()
-               if key in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")}
-        for source in container.env_from or []:
-            env.update(self._env_from(source))
-        for item in container.env or []:
-            value = self._env_value(pod, item)
-            if value is not None:
-                env[item.name] = value
-        mount = _mount_path(container, "role-dir")
-        if mount is None or env.get("ROLE_DIR", mount) == mount:
-            env["ROLE_DIR"] = str(running.role_dir)
-        env["HTTP_PORT"] = str(running.port)
-        env["HTTP_HOST"] = "127.0.0.1"
-        env["KUBECONFIG"] = str(self._kubeconfig(running, pod))
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        return env
-
-    def _env_value(self, pod: Any, item: Any) -> str | None:
-        if item.value_from is None:
-            return str(item.value or "")
-        source = item.value_from
-        if source.field_ref is not None:
-            return _field(pod, source.field_ref.field_path)
-        if source.secret_key_ref is not None:
-            ref = source.secret_key_ref
-            secret = self.core.read_namespaced_secret(ref.name, self.namespace)
-            return base64.b64decode((secret.data or {})[ref.key]).decode()
-        if source.config_map_key_ref is not None:
-            ref = source.config_map_key_ref
-            return str(self.core.read_namespaced_config_map(ref.name, self.namespace)
-                       .data[ref.key])
-        return None
-
-    def _env_from(self, source: Any) -> dict[str, str]:
-        prefix = source.prefix or ""
-        if source.secret_ref is not None:
-            data = self.core.read_namespaced_secret(source.secret_ref.name, self.namespace).data
-            return {prefix + k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
-        if source.config_map_ref is not None:
-            data = self.core.read_namespaced_config_map(
-                source.config_map_ref.name, self.namespace).data
-            return {prefix + k: str(v) for k, v in (data or {}).items()}
-        return {}
-
-    def _kubeconfig(self, running: RunningPod, pod: Any) -> Path:
-        token_file = running.directory / "token"
-        self._refresh_token(running, pod, token_file)
-        path = running.directory / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.cluster.server(),
-                "certificate-authority": str(self.cluster.ca_path)}}],
-            "users": [{"name": "pod", "user": {"tokenFile": str(token_file)}}],
-            "contexts": [{"name": "pod", "context": {"cluster": "local", "user": "pod"}}],
-        }))
-        return path
-
-    def _refresh_token(self, running: RunningPod, pod: Any, token_file: Path) -> None:
-        request = {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS,
-                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
-                                               "name": pod.metadata.name, "uid": running.uid}}}
-        answer = self.core.create_namespaced_service_account_token(
-            pod.spec.service_account_name or "default", self.namespace, request)
-        partial = token_file.with_suffix(".partial")
-        partial.write_text(answer.status.token)
-        partial.rename(token_file)
 
     def _probe(self, running: RunningPod, failure_threshold: int) -> None:
         try:
@@ -428,36 +357,3 @@ def _ready_condition(pod: Any) -> bool | None:
     return None
 
 
-def _failure_threshold(pod: Any) -> int:
-    container = _sidecar_container(pod)
-    probe = container.readiness_probe if container is not None else None
-    return int(probe.failure_threshold or 3) if probe is not None else 3
-
-
-def _sidecar_container(pod: Any) -> Any:
-    for container in (pod.spec.init_containers or []) + (pod.spec.containers or []):
-        if container.name == CONTAINER:
-            return container
-    return None
-
-
-def _mount_path(container: Any, volume: str) -> str | None:
-    for mount in container.volume_mounts or []:
-        if mount.name == volume:
-            return str(mount.mount_path)
-    return None
-
-
-def _field(pod: Any, path: str) -> str:
-    values = {
-        "metadata.name": pod.metadata.name,
-        "metadata.namespace": pod.metadata.namespace,
-        "metadata.uid": pod.metadata.uid,
-        "spec.nodeName": pod.spec.node_name,
-        "spec.serviceAccountName": pod.spec.service_account_name,
-        "status.podIP": pod.status.pod_ip if pod.status else None,
-        "status.hostIP": pod.status.host_ip if pod.status else None,
-    }
-    if path not in values:
-        raise ValueError(f"fieldRef {path!r} is not supported by the pod runner")
-    return str(values[path] or "")
