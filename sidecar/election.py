@@ -10,9 +10,16 @@ Protocol (numbered as in `_check` and `_volunteer`):
 3. If the own znode is missing (deleted by hand, or the parent was deleted), volunteer
    again.
 4. If the own znode is first: confirm it still exists and belongs to this session
-   (CURATOR-696), then lead with epoch = its czxid and a lease (see `lease`).
+   (CURATOR-696), then lead with epoch = its czxid and a lease (see `lease`). The heir
+   (the candidate right behind the leader) skips that round trip: it keeps a fresh
+   quorum-committed anchor while it waits, and leads on it the instant its predecessor's
+   deletion arrives (`lease`, "The heir").
 5. Otherwise watch only the immediate predecessor (no herd). If it vanished between the
    listing and the watch, list again; never create a second znode.
+6. Followers learn who leads from the leader record (`leader_record`), which the leader
+   writes in its next lease renewal and every follower watches: one notification and one
+   small read per follower per change, and no periodic listing. A follower whose
+   predecessor the record names as leader has become the heir and starts its anchor.
 
 Threads: every step runs on one worker thread. kazoo's listener and watches only enqueue.
 The status board carries a connection token: a verdict computed before the newest session
@@ -41,10 +48,12 @@ import uuid
 from . import lease
 from .board import StatusBoard
 from .config import Config
+from .leader_record import LeaderRecord, record_path
 from .metrics import Metrics
 from .state import Role, ZkState
 from .zk import (
     ConnectionTrouble,
+    NodeStat,
     NoNode,
     NotAuthorized,
     SessionEvent,
@@ -120,6 +129,7 @@ class Election:
         self.board = board
         self.metrics = metrics
         self.path = config.election_path
+        self.record_path = record_path(self.path)
         self.data = candidate_data(config)
         self.zk = ZkSession(
             config.zk_hosts,
@@ -132,17 +142,21 @@ class Election:
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         # State below is touched by the worker thread only.
         self.my_node: str | None = None
+        self._my_czxid: int | None = None
         self._node_session: int | None = None  # the session my_node was created in
         self._watch_armed = False  # predecessor and own watches set on this connection
+        self._record_watch_armed = False
+        self._record_epoch: int | None = None  # the epoch this leader last wrote in the record
         self._attempt_in_doubt: str | None = None
         self._predecessor: str | None = None
-        self._predecessor_was_first = False
+        self._heir = False  # the predecessor leads: keep an anchor, lead at once
         self._leading = False
         self._lease_deadline = 0.0
         self._next_tick = 0.0
         self._left = False
         self._last_leader: tuple[str, str, int] | None = None  # (node, identity, epoch)
         self.wakeups = 0  # re-checks caused by a watch: one per leader change, not N-1
+        self.record_reads = 0  # reads of the leader record after a change: one per change
 
     # -- kazoo callbacks: hand off, never block ----------------------------------------
 
@@ -249,6 +263,7 @@ class Election:
     def _on_session_event(self, event: SessionEvent | None) -> None:
         self._leading = False
         self._watch_armed = False  # kazoo does not re-arm watches after a reconnect
+        self._record_watch_armed = False
         if event is SessionEvent.CONNECTED:
             session = self.zk.session_id
             if self.my_node is not None and session is not None and self._node_session != session:
@@ -257,26 +272,33 @@ class Election:
                 self.my_node = None
                 self._attempt_in_doubt = None
                 self._predecessor = None
+                self._heir = False
             self._check()
         elif event is SessionEvent.LOST:
             # kazoo opens a new session and we volunteer again, at the back of the queue,
             # when it reports CONNECTED (see above for what is forgotten then).
             self._attempt_in_doubt = None
             self._predecessor = None
+            self._heir = False
 
     def _on_watch_event(self, path: str, kind: WatchKind | None) -> None:
         if kind is WatchKind.CONNECTION:
             return  # kazoo fires every watch on connection loss; CONNECTED re-lists
-        if path == self.my_node and kind is WatchKind.DELETED:
+        if path == self.record_path:
+            self._record_watch_armed = False
+            self._on_record_changed()
+        elif path == self.my_node and kind is WatchKind.DELETED:
             log.warning("own znode %s was deleted; volunteering again", path)
             self.my_node = None
             self._leading = False
             self._check()
+        elif path == self.my_node:
+            self._check()  # someone wrote into it and spent the watch: arm it again
         elif path == self._predecessor:
             self.wakeups += 1
             if self.metrics is not None:
                 self.metrics.watch_wakeups.inc()
-            self._check(predecessor_led=self._predecessor_was_first and kind is WatchKind.DELETED)
+            self._check(predecessor_led=self._heir and kind is WatchKind.DELETED)
 
     def _on_tick(self) -> None:
         now = time.monotonic()
@@ -289,6 +311,10 @@ class Election:
             return
         if self._leading:
             self._renew()
+        elif self.my_node is None or not self._watch_armed:
+            self._check()
+        elif self._heir:
+            self._renew_anchor()
         else:
             self._refresh()
 
@@ -303,12 +329,15 @@ class Election:
         `predecessor_led`: the znode just deleted was our predecessor *and* first in our
         last listing. Then we are first without listing again: sequence numbers in a parent
         only grow, so no candidate created since can sort before us. (If the parent was
-        recreated meanwhile, our own znode went with it and step 4's check fails.)
+        recreated meanwhile, our own znode went with it, and its deletion reached us
+        before this one.) We lead on our anchor if it is fresh, else after a round trip.
         """
         if self._left or not self.zk.connected:
             return
         token = self.board.token
-        if predecessor_led and self.my_node is not None and self._lead(token):
+        if predecessor_led and self.my_node is not None and (
+            self._lead_on_anchor(token) or self._lead(token)
+        ):
             return
         for _ in range(MAX_RELISTS):
             # 1. Be a candidate.
@@ -352,7 +381,7 @@ class Election:
         attempt = self._attempt_in_doubt or uuid.uuid4().hex
         self._attempt_in_doubt = attempt
         session = self.zk.require_session()
-        node = self.zk.create_ephemeral_sequential(
+        node, self._my_czxid = self.zk.create_ephemeral_sequential(
             f"{self.path}/{CANDIDATE_PREFIX}{attempt}-", self.data
         )
         self._attempt_in_doubt = None
@@ -370,6 +399,7 @@ class Election:
             stat = self.zk.stat(node)
             if stat is not None and stat.ephemeral_owner == session:
                 log.info("adopted %s after a lost create reply", node)
+                self._my_czxid = stat.czxid
                 return node
             try:
                 self.zk.delete(node)
@@ -380,29 +410,83 @@ class Election:
 
     def _lead(self, token: int) -> bool:
         """Step 4: confirm the own znode (CURATOR-696), then lead."""
-        assert self.my_node is not None
-        stat, session = self.zk.confirmed_stat(self.my_node)
-        if stat is None or stat.ephemeral_owner != session:
+        if self._confirm_own() is None:
             log.warning("own znode %s not ours any more; volunteering again", self.my_node)
             self.my_node = None
             return False
         answered = self.zk.answered_send_time()
         timeout = self.zk.negotiated_timeout
-        if answered is None or timeout is None:
+        if answered is None or timeout is None or self._my_czxid is None:
             return False
+        self._become_leader(token, self._my_czxid, lease.lease_deadline(answered, timeout))
+        return True
+
+    def _lead_on_anchor(self, token: int) -> bool:
+        """Step 4 for the heir, with no round trip: the lease comes from the anchor it kept
+        while it waited (`lease`, "The heir"). False if that anchor is not fresh enough."""
+        answered = self.zk.answered_send_time()
+        timeout = self.zk.negotiated_timeout
+        if answered is None or timeout is None or self._my_czxid is None:
+            return False
+        if self._node_session is None or self._node_session != self.zk.session_id:
+            return False
+        deadline = lease.lease_deadline(answered, timeout)
+        if deadline - time.monotonic() < lease.margin(timeout):
+            return False
+        self._become_leader(token, self._my_czxid, deadline, how="at once, on the heir's anchor")
+        return True
+
+    def _become_leader(
+        self, token: int, epoch: int, deadline: float, how: str = "after a round trip"
+    ) -> None:
+        assert self.my_node is not None
         self._predecessor = None
-        self._predecessor_was_first = False
-        self._lease_deadline = lease.lease_deadline(answered, timeout)
+        self._heir = False
+        self._lease_deadline = deadline
         if self.board.verdict(
-            token, Role.LEADER, self.config.identity, stat.czxid,
-            lease.monotonic_to_wall(self._lease_deadline),
+            token, Role.LEADER, self.config.identity, epoch, lease.monotonic_to_wall(deadline)
         ):
             if not self._leading:
-                log.info("elected leader with epoch %d", stat.czxid)
+                log.info("elected leader with epoch %d %s", epoch, how)
             self._leading = True
-        self._last_leader = (self.my_node, self.config.identity, stat.czxid)
-        self._schedule_tick()
-        return True
+        self._last_leader = (self.my_node, self.config.identity, epoch)
+        if self._record_epoch == epoch:
+            self._schedule_tick()
+        else:
+            self._next_tick = time.monotonic()  # write the record now, after the verdict
+
+    def _confirm_own(
+        self, timeout: float | None = None, with_record: bool = False
+    ) -> NodeStat | None:
+        """The lease round trip on the own znode (also re-arms its watch); a leader's record
+        rides along in the same transaction when it is due. None if the znode is not ours."""
+        assert self.my_node is not None
+        record = self._due_record() if with_record else None
+        try:
+            stat, session = self.zk.confirmed_stat(self.my_node, timeout, record)
+        except NoNode:  # the first leader of this election: there is no record yet
+            self.zk.ensure_path(self.record_path)
+            stat, session = self.zk.confirmed_stat(self.my_node, timeout, record)
+        except NotAuthorized as error:
+            if record is None:
+                raise
+            log.error("cannot write the leader record %s: %s; followers will learn the "
+                      "leader later", self.record_path, error)
+            self._record_epoch = self._my_czxid
+            stat, session = self.zk.confirmed_stat(self.my_node, timeout)
+        if stat is None or stat.ephemeral_owner != session:
+            return None
+        if record is not None:
+            self._record_epoch = self._my_czxid
+        self._my_czxid = stat.czxid
+        return stat
+
+    def _due_record(self) -> tuple[str, bytes] | None:
+        if self._my_czxid is None or self._record_epoch == self._my_czxid:
+            return None
+        assert self.my_node is not None
+        record = LeaderRecord(self.config.identity, self._my_czxid, self.my_node.rsplit("/", 1)[1])
+        return self.record_path, record.encode()
 
     def _follow(self, token: int, predecessor: str, first: str) -> bool:
         """Step 5: watch the immediate predecessor only; publish who leads."""
@@ -410,18 +494,35 @@ class Election:
         if self.zk.stat(predecessor, watch=True) is None:
             return False  # vanished between listing and watching: list again
         self._predecessor = predecessor
-        self._predecessor_was_first = predecessor == first
-        if self.zk.stat(self.my_node, watch=True) is None:
+        self._heir = predecessor == first
+        own = self._confirm_own() if self._heir else self.zk.stat(self.my_node, watch=True)
+        if own is None:
             self.my_node = None
             return False
-        leader = self._leader_of(first)
+        leader = self._leader_named(first)
         if leader is None:
             return False
         self._watch_armed = True
         self._leading = False
         self.board.verdict(token, Role.FOLLOWER, leader[1], leader[2])
-        self._next_tick = time.monotonic() + self.zk.call_timeout
+        self._schedule_follower_tick()
         return True
+
+    def _schedule_follower_tick(self) -> None:
+        # The heir renews its anchor as often as a leader renews its lease; the others
+        # only look whether their watches are still armed.
+        interval = lease.renew_interval(self.zk.call_timeout) if self._heir else (
+            self.zk.call_timeout
+        )
+        self._next_tick = time.monotonic() + interval
+
+    def _leader_named(self, first: str) -> tuple[str, str, int] | None:
+        """Who leads, for a follower: the record if it names `first`, else `first`'s data."""
+        if not self._record_watch_armed:
+            record = self._read_record()
+            if record is not None and f"{self.path}/{record.node}" == first:
+                self._last_leader = (first, record.identity, record.epoch)
+        return self._leader_of(first)
 
     def _leader_of(self, first: str) -> tuple[str, str, int] | None:
         if self._last_leader is not None and self._last_leader[0] == first:
@@ -433,14 +534,40 @@ class Election:
         self._last_leader = (first, identity_of(data, first.rsplit("/", 1)[1]), stat.czxid)
         return self._last_leader
 
+    def _read_record(self) -> LeaderRecord | None:
+        record = LeaderRecord.decode(self.zk.get_watched(self.record_path))
+        self._record_watch_armed = True
+        return record
+
+    def _on_record_changed(self) -> None:
+        self.record_reads += 1
+        self._take_record()
+
+    def _take_record(self) -> None:
+        """Step 6: a new leader wrote the record; followers show it, its successor is heir."""
+        token = self.board.token
+        if self._leading or self._left or self.my_node is None or not self.zk.connected:
+            return
+        record = self._read_record()
+        if record is None or not self._watch_armed:
+            return
+        shown = self.board.current().epoch
+        if shown is not None and record.epoch < shown:
+            return  # never go back to an older leader
+        leader_node = f"{self.path}/{record.node}"
+        self._last_leader = (leader_node, record.identity, record.epoch)
+        self.board.verdict(token, Role.FOLLOWER, record.identity, record.epoch)
+        if not self._heir and self._predecessor == leader_node:
+            self._heir = True
+            self._renew_anchor()
+
     def _renew(self) -> None:
         """The lease round trip: also re-arms the watch on the own znode."""
         token = self.board.token
         assert self.my_node is not None
         # An answer after the lease ran out renews nothing: wait no longer than the lease.
         remaining = max(0.05, self._lease_deadline - time.monotonic())
-        stat, session = self.zk.confirmed_stat(self.my_node, timeout=remaining)
-        if stat is None or stat.ephemeral_owner != session:
+        if self._confirm_own(timeout=remaining, with_record=True) is None:
             self.my_node = None
             self._leading = False
             self._check()
@@ -454,27 +581,21 @@ class Election:
                 return
         self._schedule_tick()
 
+    def _renew_anchor(self) -> None:
+        """The heir's anchor: a quorum-committed check of its own znode every renewal
+        interval, so that its lease is ready when its predecessor goes."""
+        if self._confirm_own() is None:
+            self.my_node = None
+            self._heir = False
+            self._check()
+            return
+        self._schedule_follower_tick()
+
     def _refresh(self) -> None:
-        """A follower's periodic look at who leads (no watches: no herd)."""
-        if self.my_node is None:
-            self._check()
-            return
-        token = self.board.token
-        names = [c.name for c in parse_candidates(self.zk.children(self.path))]
-        own_name = self.my_node.rsplit("/", 1)[1]
-        if own_name not in names or names.index(own_name) == 0:
-            self._check()
-            return
-        position = names.index(own_name)
-        if f"{self.path}/{names[position - 1]}" != self._predecessor or not self._watch_armed:
-            self._check()
-            return
-        leader = self._leader_of(f"{self.path}/{names[0]}")
-        if leader is not None:
-            self.board.verdict(token, Role.FOLLOWER, leader[1], leader[2])
-        # Followers list once per session timeout (leaders renew every quarter): at 200
-        # candidates a quarter-timeout listing was most of the ensemble's load.
-        self._next_tick = time.monotonic() + self.zk.call_timeout
+        """A plain follower's periodic look: no request while its watches are armed."""
+        if not self._record_watch_armed:
+            self._take_record()
+        self._schedule_follower_tick()
 
     def _resign(self) -> None:
         """Step down: demote, delete the own znode, volunteer again at the back."""
@@ -511,6 +632,7 @@ class Election:
         a stop deletes it anyway)."""
         node, self.my_node = self.my_node, None
         self._predecessor = None
+        self._heir = False
         if node is None:
             return
         while True:

@@ -23,6 +23,31 @@ Clock and protocol assumptions (client-go style, next to the code that relies on
 
 So `lease_expires = t_send + T/2 - margin`, renewed every T/4: a healthy leader's lease
 always runs at least T/4 - margin ahead.
+
+The heir (the candidate right behind the leader) leads with no round trip. While it
+waits it keeps an anchor of its own: the same check-only transaction on its own znode,
+committed every T/4, exactly as a leader renews. When the deletion of its predecessor
+arrives, it leads at once with `lease_expires = t_send + T/2 - margin` of its newest
+anchor, provided at least `margin` of that is left (otherwise it takes the round trip).
+Why no other candidate can hold an unexpired lease meanwhile, step by step:
+
+5. Nobody is ahead of the heir. Its predecessor was first in its last listing, and
+   sequence numbers in a parent only grow, so every candidate created since sorts behind
+   it. (If the parent was deleted and recreated, the heir's own znode went first, and
+   ZooKeeper delivers that deletion to the heir before any later one: it volunteers
+   again instead.)
+6. The predecessor's lease has ended. Its znode goes in one of three ways: it demoted
+   (role files say `unknown`, lease withdrawn) before it deleted the znode; or its
+   session expired, which by 2. happens only after its own lease ran out; or someone
+   deleted it by hand, which ZooKeeper ACLs (`--zk-auth`) rule out.
+7. The heir's session is alive, so its znode still exists, and will until
+   `t_send + T/2` (2. applied to the anchor). A watch event for a change at zxid Z
+   reaches a session only if that session was alive at Z: the server closes an expired
+   session's connection when it applies the closeSession, in the same order as Z.
+8. Nobody behind the heir can lead before its znode is gone, which by 7. is after the
+   heir's lease. A heir frozen after it read the event computes its deadline from the
+   anchor's send time, not from when it runs again: a lease that ran out while it was
+   frozen is published already expired.
 """
 
 from __future__ import annotations

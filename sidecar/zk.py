@@ -10,9 +10,11 @@ What this layer adds to kazoo, and why:
 - `confirmed_stat` anchors the lease: a check-only transaction on the own znode (a write:
   the ZooKeeper leader must commit it with a quorum) pipelined with the `exists` that reads
   the stat and re-arms the watch. Only the send time of such a committed transaction is
-  recorded. Plain reads are answered from the connected server's local copy, and a server
-  cut off from the ZooKeeper leader keeps answering them for up to syncLimit ticks while
-  the quorum may already have expired the session: a read proves nothing about the lease.
+  recorded. The same transaction may carry one `set_data` (the leader record): it commits
+  only while the own znode exists. Plain reads are answered from the connected server's
+  local copy, and a server cut off from the ZooKeeper leader keeps answering them for up
+  to syncLimit ticks while the quorum may already have expired the session: a read proves
+  nothing about the lease.
 - kazoo types stay here: callers see `NodeStat`, `SessionEvent` and the small exceptions
   below.
 
@@ -41,6 +43,7 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
     OperationTimeoutError,
+    RolledBackError,
     SessionExpiredError,
 )
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
@@ -93,6 +96,10 @@ class NodeStat:
     czxid: int
     ephemeral_owner: int
     version: int
+
+
+def _node_stat(stat: Any) -> NodeStat:
+    return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
 
 
 def _translate(error: BaseException) -> ZkError:
@@ -277,23 +284,34 @@ class ZkSession:
         return session
 
     def confirmed_stat(
-        self, path: str, timeout: float | None = None
+        self,
+        path: str,
+        timeout: float | None = None,
+        also_set: tuple[str, bytes] | None = None,
     ) -> tuple[NodeStat | None, int]:
         """Stat of `path` (watch armed) and the session the request went out in, with the
-        session's liveness confirmed by a quorum. The stat is None if the node is gone."""
+        session's liveness confirmed by a quorum. The stat is None if the node is gone.
+
+        `also_set=(other, data)` writes `data` into `other` in the same transaction, so it
+        commits only while `path` exists. NoNode is raised if `other` does not exist."""
         session = self.require_session()
         sent = time.monotonic()
         transaction = self.client.transaction()
         transaction.check(path, -1)
+        if also_set is not None:
+            transaction.set_data(*also_set)
         committed = transaction.commit_async()
         read = self.client.exists_async(path, watch=self._watch)
         deadline = timeout or self.call_timeout
         results = self._call(lambda: committed, deadline)
         stat = self._call(lambda: read, deadline)
+        if also_set is not None and isinstance(results[0], RolledBackError):
+            # The check passed and the write failed (NoNode, NotAuthorized, ...).
+            raise _translate(results[-1])
         if stat is None or any(isinstance(r, Exception) for r in results):
             return None, session
         self._record_answer(session, sent)
-        return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version)), session
+        return _node_stat(stat), session
 
     def _record_answer(self, session: int | None, sent: float) -> None:
         with self._lock:
@@ -307,11 +325,14 @@ class ZkSession:
     def ensure_path(self, path: str) -> None:
         self._call(lambda: self.client.ensure_path_async(path))
 
-    def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> str:
-        node: str = self._call(
-            lambda: self.client.create_async(path_prefix, data, ephemeral=True, sequence=True)
+    def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> tuple[str, int]:
+        """The created node's path and czxid (one request: ZooKeeper's create2)."""
+        node, stat = self._call(
+            lambda: self.client.create_async(
+                path_prefix, data, ephemeral=True, sequence=True, include_data=True
+            )
         )
-        return node
+        return str(node), int(stat.czxid)
 
     def children(self, path: str) -> list[str]:
         names: list[str] = self._call(lambda: self.client.get_children_async(path))
@@ -323,13 +344,23 @@ class ZkSession:
         """Stat of `path` or None if absent; with `watch`, a watch is left on it either way."""
         watcher = self._watch if watch else None
         stat = self._call(lambda: self.client.exists_async(path, watch=watcher), timeout)
-        if stat is None:
-            return None
-        return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
+        return None if stat is None else _node_stat(stat)
 
     def get(self, path: str) -> tuple[bytes, NodeStat]:
         data, stat = self._call(lambda: self.client.get_async(path))
-        return bytes(data), NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
+        return bytes(data), _node_stat(stat)
+
+    def get_watched(self, path: str) -> bytes | None:
+        """Data of `path`, or None if absent; a watch is left on it either way (a `get` on
+        a missing node leaves none, so an `exists` takes its place)."""
+        for _ in range(3):
+            try:
+                data, _stat = self._call(lambda: self.client.get_async(path, watch=self._watch))
+                return bytes(data)
+            except NoNode:
+                if self.stat(path, watch=True) is None:
+                    return None
+        raise ConnectionTrouble(f"{path} keeps appearing and vanishing")
 
     def delete(self, path: str, timeout: float | None = None) -> None:
         self._call(lambda: self.client.delete_async(path), timeout=timeout)

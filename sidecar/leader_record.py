@@ -1,0 +1,73 @@
+"""The leader record: a small znode beside the election that the leader writes and every
+follower watches, so that followers learn who leads within milliseconds of a change.
+
+Why a record of its own: a follower that watched the leader's znode would be woken with
+all the others when it goes (the herd), and a follower that listed the election now and
+then would learn late and read O(N) names each time. With the record, a leader change
+costs each follower one notification and one read of a few dozen bytes, whatever N is,
+while the election itself still wakes exactly one candidate (the successor).
+
+Protocol:
+
+1. Path: `<election path>.leader`. A `.` cannot occur in an election name, so the record
+   never collides with another election's parent, and it is not a child of the election
+   (which holds only candidates).
+2. The leader writes `{"identity", "epoch", "node"}` in one transaction together with a
+   check of its own znode (`ZkSession.confirmed_stat(..., also_set=...)`): the write
+   commits only while that znode exists, that is while it is first in the queue. A
+   successor leads only after its predecessor's znode is gone, so an older leader's write
+   can never land after a newer leader's: the epochs in the record strictly increase.
+3. That transaction is a quorum-committed request of the leader's session, so it is also
+   a lease renewal (sidecar/lease.py); the record costs no request of its own.
+4. Followers read it with a watch (`ZkSession.get_watched`) and read it again on every
+   notification. A record whose epoch is older than what a follower already shows is
+   ignored.
+
+Guaranteed: a follower never goes back to an older leader through the record. Not
+guaranteed: that the named leader is still alive (a crashed leader stays named until its
+successor writes, about one session timeout later), or that a follower sees every
+intermediate record of a burst of changes. Data that is not a valid record (empty, or
+written by someone else) reads as "no record": followers then name the first candidate of
+their own listing, as before the record existed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+RECORD_SUFFIX = ".leader"
+MAX_RECORD_BYTES = 4096
+
+
+def record_path(election_path: str) -> str:
+    return f"{election_path}{RECORD_SUFFIX}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderRecord:
+    identity: str
+    epoch: int
+    node: str  # the leader's candidate znode name (last path component)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"identity": self.identity, "epoch": self.epoch, "node": self.node},
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> LeaderRecord | None:
+        """The record in `data`, or None for anything that is not one."""
+        if not data or len(data) > MAX_RECORD_BYTES:
+            return None
+        try:
+            document = json.loads(data.decode("utf-8"))
+            identity, epoch, node = document["identity"], document["epoch"], document["node"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not (isinstance(identity, str) and isinstance(node, str)):
+            return None
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
+            return None
+        return cls(identity, epoch, node)
