@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 
 from sidecar.lab.candidates import SidecarProcess  # noqa: E402
 from sidecar.lab.ensemble import Ensemble, four_letter  # noqa: E402
+from sidecar.leader_record import RECORD_SUFFIX  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -183,7 +184,9 @@ def overlaps(claims: dict[str, list[tuple[float, float]]]) -> list[tuple[str, st
 @dataclasses.dataclass
 class Counters:
     requests: int = 0
-    watch_events: int = 0
+    watch_events: int = 0  # notifications from the election's own znodes
+    record_events: int = 0  # notifications of leader-sidecar's leader record
+    bytes_received: int = 0  # everything read from the socket, pings included
 
 
 def instrument(client: Any) -> Counters:
@@ -191,11 +194,13 @@ def instrument(client: Any) -> Counters:
 
     kazoo sends every request through `client._call` and hands every watch notification to
     `client.handler.dispatch_callback` as a `Callback` of type `watch`; pings use neither.
+    Received bytes are counted where kazoo reads its socket (`ConnectionHandler._read`).
     """
     counters = Counters()
     lock = threading.Lock()
     original_call: Callable[..., Any] = client._call
     original_dispatch: Callable[..., Any] = client.handler.dispatch_callback
+    original_read: Callable[..., Any] = client._connection._read
 
     def call(request: Any, async_object: Any) -> Any:
         with lock:
@@ -204,10 +209,22 @@ def instrument(client: Any) -> Counters:
 
     def dispatch(callback: Any) -> Any:
         if getattr(callback, "type", None) == "watch":
+            event = callback.args[0] if callback.args else None
+            path = getattr(event, "path", None) or ""
             with lock:
-                counters.watch_events += 1
+                if path.endswith(RECORD_SUFFIX):
+                    counters.record_events += 1
+                else:
+                    counters.watch_events += 1
         return original_dispatch(callback)
+
+    def read(length: int, timeout: Any) -> Any:
+        data = original_read(length, timeout)
+        with lock:
+            counters.bytes_received += len(data)
+        return data
 
     client._call = call
     client.handler.dispatch_callback = dispatch
+    client._connection._read = read
     return counters

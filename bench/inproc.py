@@ -63,6 +63,13 @@ class SidecarCandidate:
     def wakeups(self) -> int:
         return self.sidecar.election.wakeups
 
+    def own_id(self) -> str:
+        return self.sidecar.config.identity
+
+    def leader_id(self) -> str | None:
+        """Whom this candidate names as leader (status.json `leader`)."""
+        return self.sidecar.current().leader
+
 
 class RecipeCandidate:
     name = "kazoo-recipe"
@@ -102,6 +109,12 @@ class RecipeCandidate:
     def decided(self) -> bool:
         return True  # the recipe has no follower verdict: not leading is all it says
 
+    def own_id(self) -> str:
+        return self.identity
+
+    def leader_id(self) -> str | None:
+        return None  # the recipe tells a candidate only whether it leads itself
+
     def resign(self) -> None:
         self.release.set()
         if self.thread is not None:
@@ -126,6 +139,7 @@ class NaiveCandidate:
         self.parent = f"/naive-election/{election}"
         self.node: str | None = None
         self.is_leading = False
+        self.leader_node: str | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -141,13 +155,21 @@ class NaiveCandidate:
             return
         with self._lock:
             assert self.node is not None
-            self.is_leading = bool(children) and min(children) == self.node.rsplit("/", 1)[1]
+            self.leader_node = min(children) if children else None
+            self.is_leading = self.leader_node == self.node.rsplit("/", 1)[1]
 
     def leading(self) -> bool:
         return self.is_leading
 
     def decided(self) -> bool:
         return self.node is not None
+
+    def own_id(self) -> str:
+        assert self.node is not None
+        return self.node.rsplit("/", 1)[1]
+
+    def leader_id(self) -> str | None:
+        return self.leader_node
 
     def resign(self) -> None:
         self.is_leading = False
