@@ -1,11 +1,11 @@
-"""The Kubernetes face of one sidecar: the only module that imports the `kubernetes` client.
+"""The Kubernetes face of one sidecar (requests through `kubeapi`, the one HTTP client).
 
 It gives:
 
-- `client_configuration(config)`: a client configuration of its own (never the client's
-  global default, so several sidecars can share a process): `--kubeconfig` if given, else
-  in-cluster (service account) inside a pod, else `KUBECONFIG`/`~/.kube/config`;
-  `api_connection(config)` distils it into plain data for kopf's login.
+- `api_connection(config)`: where and how to reach the API (`kubeapi.load_connection`:
+  `--kubeconfig` if given, else in-cluster inside a pod, else `KUBECONFIG`/
+  `~/.kube/config`), also for kopf's login; `core_api(config)` a client of its own (so
+  several sidecars can share a process).
 - `KubernetesPublisher`: a `Publisher` that puts the role on the own pod (label
   `<role_label>=leader|follower|unknown`, annotations `leader-election/epoch` and
   `leader-election/leader`) and posts Events (`Elected`, `Demoted`, `SteppedDown`).
@@ -33,8 +33,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import http.client
 import logging
-import os
 import random
 import secrets
 import threading
@@ -42,12 +42,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import kubernetes.client
-import kubernetes.config
-import urllib3.exceptions
-from kubernetes.client.exceptions import ApiException
-
 from .config import Config
+from .kubeapi import (
+    ApiConnection,
+    ApiError,
+    KubeApi,
+    load_connection,
+)
 from .metrics import Metrics
 from .state import Role, RoleStatus
 
@@ -59,14 +60,8 @@ LEADER_ANNOTATION = "leader-election/leader"
 STEP_DOWN_ANNOTATION = "leader-election/step-down"
 ELECTED, DEMOTED, STEPPED_DOWN = "Elected", "Demoted", "SteppedDown"
 COMPONENT = "leader-sidecar"
-MERGE_PATCH = "application/merge-patch+json"
 PUBLISHER = "kubernetes"  # the `publisher` label value of the shared metrics
 MAX_PENDING_EVENTS = 32
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-class KubernetesConfigError(Exception):
-    """No usable client configuration (no kubeconfig, not in a cluster, malformed file)."""
 
 
 class KubernetesApiError(Exception):
@@ -76,78 +71,12 @@ class KubernetesApiError(Exception):
 # --- client construction --------------------------------------------------------------------
 
 
-def in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(SERVICE_ACCOUNT_TOKEN)
-
-
-def client_configuration(config: Config) -> kubernetes.client.Configuration:
-    """A fresh client configuration for `config` (see the module docstring for the order)."""
-    configuration = kubernetes.client.Configuration()
-    try:
-        if config.kubeconfig:
-            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=config.kubeconfig, client_configuration=configuration
-            )
-        elif in_cluster():
-            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        else:
-            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as error:
-        where = config.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise KubernetesConfigError(
-            f"no Kubernetes client configuration (not in a cluster; kubeconfig {where}): {error}"
-        ) from None
-    # Our worker retries with backoff and jitter; urllib3's own immediate retries would only
-    # triple the load on a struggling API server and log a warning per attempt.
-    configuration.retries = 0
-    return configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class ApiConnection:
-    """Where and how to reach the API, as plain data (kopf's login handler uses it)."""
-
-    server: str
-    ca_path: str | None = None
-    insecure: bool = False
-    scheme: str | None = None
-    token: str | None = None
-    username: str | None = None
-    password: str | None = None
-    certificate_path: str | None = None
-    private_key_path: str | None = None
-
-
 def api_connection(config: Config) -> ApiConnection:
-    configuration = client_configuration(config)
-    if configuration.refresh_api_key_hook is not None:  # in-cluster: re-read the rotated token
-        configuration.refresh_api_key_hook(configuration)
-    header = configuration.get_api_key_with_prefix(
-        "BearerToken"
-    ) or configuration.get_api_key_with_prefix("authorization")
-    parts = header.split(" ", 1) if header else []
-    scheme, token = (
-        (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-    )
-    return ApiConnection(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert or None,
-        insecure=not configuration.verify_ssl,
-        scheme=scheme,
-        token=token,
-        username=configuration.username or None,
-        password=configuration.password or None,
-        certificate_path=configuration.cert_file or None,
-        private_key_path=configuration.key_file or None,
-    )
+    return load_connection(config.kubeconfig)
 
 
-def core_api(config: Config) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(client_configuration(config)))
+def core_api(config: Config, timeout: tuple[float, float] = (2.0, 5.0)) -> KubeApi:
+    return KubeApi(api_connection(config), timeout)
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -164,8 +93,8 @@ class Failure:
 
 
 def classify(error: BaseException) -> Failure:
-    if isinstance(error, ApiException):
-        status = error.status or 0
+    if isinstance(error, ApiError):
+        status = error.status
         text = f"HTTP {status} {error.reason or ''}".strip()
         if status == 403:
             return Failure("forbidden", text, permanent=True)
@@ -180,10 +109,10 @@ def classify(error: BaseException) -> Failure:
         if status >= 500:
             return Failure("server_error", text)
         return Failure("rejected", text, permanent=True)
-    if isinstance(error, urllib3.exceptions.TimeoutError | TimeoutError):
+    if isinstance(error, TimeoutError):
         return Failure("timeout", type(error).__name__)
-    if isinstance(error, urllib3.exceptions.HTTPError | OSError):
-        cause = getattr(error, "reason", None) or error
+    if isinstance(error, http.client.HTTPException | OSError):
+        cause = getattr(error, "strerror", None) or str(error) or type(error).__name__
         return Failure("unreachable", str(cause).split(": ")[-1][:200])
     return Failure("error", f"{type(error).__name__}: {error}"[:200])
 
@@ -277,7 +206,7 @@ class KubernetesPublisher:
         metrics: Metrics,
         on_label_sync: Callable[[bool], None],
         *,
-        api: kubernetes.client.CoreV1Api | None = None,
+        api: KubeApi | None = None,
         backoff: Backoff | None = None,
         request_timeout: tuple[float, float] = (2.0, 5.0),
     ) -> None:
@@ -287,7 +216,7 @@ class KubernetesPublisher:
         self.namespace: str = config.namespace
         self.role_label = config.role_label
         self.election = config.election
-        self._api = api if api is not None else core_api(config)
+        self._api = api if api is not None else core_api(config, request_timeout)
         self._metrics = metrics
         self._on_label_sync = on_label_sync
         self._backoff = backoff or Backoff()
@@ -376,7 +305,7 @@ class KubernetesPublisher:
         if self._thread.is_alive():
             log.warning("Kubernetes publisher: worker still in a request after %.1fs", bound)
             return False
-        self._api.api_client.close()
+        self._api.close()
         return True
 
     @property
@@ -482,23 +411,18 @@ class KubernetesPublisher:
             self._force = False
         self._set_in_sync(False)
         try:
-            pod = self._api.patch_namespaced_pod(
-                self.pod,
-                self.namespace,
-                wanted.patch(self.role_label),
-                _content_type=MERGE_PATCH,
-                _request_timeout=self._timeout,
-            )
+            pod = self._api.patch_pod(self.namespace, self.pod, wanted.patch(self.role_label))
         except Exception as error:
             with self._cond:
                 self._force = self._force or force
             self._failed("patch", "pods", self.pod, error)
             return False
         self._succeeded("patch")
-        labels = (pod.metadata.labels or {}) if pod.metadata else {}
+        metadata = (pod or {}).get("metadata") or {}
+        labels = metadata.get("labels") or {}
         with self._cond:
             self._written = wanted
-            self._pod_uid = pod.metadata.uid if pod.metadata else None
+            self._pod_uid = metadata.get("uid")
             current = self._wanted == wanted and not self._force
             if current:
                 self._wanted_since = None
@@ -517,10 +441,7 @@ class KubernetesPublisher:
                     return True
                 event, uid = self._events[0], self._pod_uid
             try:
-                body: Any = self._event_body(event, uid)  # the client accepts plain JSON too
-                self._api.create_namespaced_event(
-                    self.namespace, body, _request_timeout=self._timeout
-                )
+                self._api.create_event(self.namespace, self._event_body(event, uid))
             except Exception as error:
                 failure = self._failed("create", "events", None, error)
                 if not failure.permanent:
@@ -613,11 +534,9 @@ def list_group_pods(config: Config, *, timeout: float = 10.0) -> list[PodRole]:
 
     Raises `KubernetesConfigError` or `KubernetesApiError` (one-line messages)."""
     namespace = config.namespace or "default"
-    api = core_api(config)
+    api = core_api(config, (timeout, timeout))
     try:
-        pods = api.list_namespaced_pod(
-            namespace, label_selector=f"{GROUP_LABEL}={config.election}", _request_timeout=timeout
-        )
+        pods = api.list_pods(namespace, f"{GROUP_LABEL}={config.election}")
     except Exception as error:
         failure = classify(error)
         raise KubernetesApiError(
@@ -626,18 +545,20 @@ def list_group_pods(config: Config, *, timeout: float = 10.0) -> list[PodRole]:
             .replace("; retrying with backoff", "")
         ) from None
     finally:
-        api.api_client.close()
-    return sorted((_pod_role(pod, config.role_label) for pod in pods.items), key=lambda p: p.name)
+        api.close()
+    items = (pods or {}).get("items") or []
+    return sorted((_pod_role(pod, config.role_label) for pod in items), key=lambda p: p.name)
 
 
-def _pod_role(pod: Any, role_label: str) -> PodRole:
-    labels = pod.metadata.labels or {}
-    annotations = pod.metadata.annotations or {}
+def _pod_role(pod: dict[str, Any], role_label: str) -> PodRole:
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
     raw_epoch = annotations.get(EPOCH_ANNOTATION)
     try:
         epoch = int(raw_epoch) if raw_epoch is not None else None
     except ValueError:
         epoch = None
     return PodRole(
-        pod.metadata.name, labels.get(role_label), epoch, annotations.get(LEADER_ANNOTATION)
+        metadata.get("name", ""), labels.get(role_label), epoch, annotations.get(LEADER_ANNOTATION)
     )

@@ -49,7 +49,6 @@ from .config import Config
 from .k8s import (
     EPOCH_ANNOTATION,
     GROUP_LABEL,
-    MERGE_PATCH,
     STEP_DOWN_ANNOTATION,
     STEPPED_DOWN,
     KubernetesPublisher,
@@ -98,7 +97,7 @@ class Reconciler:
         self._api = core_api(config)
 
     def close(self) -> None:
-        self._api.api_client.close()
+        self._api.close()
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any], patch: Any) -> None:
         name = body.get("metadata", {}).get("name", "")
@@ -174,13 +173,7 @@ class Reconciler:
         name = metadata.get("name", "")
         patch = {"metadata": {"labels": {self.config.role_label: Role.FOLLOWER.value}}}
         try:
-            self._api.patch_namespaced_pod(
-                name,
-                self.config.namespace or "default",
-                patch,
-                _content_type=MERGE_PATCH,
-                _request_timeout=(2.0, 5.0),
-            )
+            self._api.patch_pod(self.config.namespace or "default", name, patch)
         except Exception as error:  # the next watch event or sweep tries again
             log.warning("could not relabel stale leader pod %r: %s", name, error)
             return
@@ -205,13 +198,15 @@ def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegis
         return kopf.ConnectionInfo(
             server=connection.server,
             ca_path=connection.ca_path,
+            ca_data=connection.ca_data,
             insecure=connection.insecure,
-            scheme=connection.scheme,
-            token=connection.token,
+            token=connection.bearer_token(),
             username=connection.username,
             password=connection.password,
             certificate_path=connection.certificate_path,
+            certificate_data=connection.certificate_data,
             private_key_path=connection.private_key_path,
+            private_key_data=connection.private_key_data,
             default_namespace=config.namespace,
         )
 

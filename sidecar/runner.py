@@ -97,7 +97,8 @@ class Sidecar:
     def _start_kubernetes(self) -> None:
         if not self.config.publishes_to_kubernetes:
             return
-        from .k8s import KubernetesConfigError, KubernetesPublisher
+        from .k8s import KubernetesPublisher
+        from .kubeapi import KubernetesConfigError
         from .operator import start_operator
 
         try:

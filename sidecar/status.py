@@ -72,7 +72,8 @@ def _kubernetes_rows(
     namespace = args.namespace or env.get("POD_NAMESPACE")
     if not namespace:
         raise ConfigError("--kubernetes needs --namespace or POD_NAMESPACE")
-    from .k8s import KubernetesApiError, KubernetesConfigError, list_group_pods
+    from .k8s import KubernetesApiError, list_group_pods
+    from .kubeapi import KubernetesConfigError
 
     config = Config(
         zk_hosts="-", election=election, identity="", namespace=namespace,

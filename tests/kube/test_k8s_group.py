@@ -6,11 +6,11 @@ import pytest
 
 from sidecar.k8s import (
     KubernetesApiError,
-    KubernetesConfigError,
     PodRole,
     api_connection,
     list_group_pods,
 )
+from sidecar.kubeapi import KubernetesConfigError
 
 
 def test_list_group_pods(kube_ns, kube_config, add_group_pod):

@@ -1,0 +1,297 @@
+"""The Kubernetes API as the sidecar needs it: three requests over the standard library.
+
+Why not the `kubernetes` client: the sidecar sends a merge patch to its own pod, posts
+Events and (for `status --kubernetes`) lists its group's pods. Importing the client loads
+every generated model class, about 30 MB resident in a process that otherwise needs 30;
+kopf already brings aiohttp for its watch, and `http.client` is in every Python. This
+module is the only place that speaks HTTP to the API server.
+
+Where the credentials come from, in this order (as kubectl and client-go look):
+1. `--kubeconfig`, else inside a pod the ServiceAccount (the token is read again before
+   every request, because the kubelet rotates it), else `KUBECONFIG` or `~/.kube/config`
+   (the first file of a list).
+2. From a kubeconfig: the current context's cluster (`server`, `certificate-authority`
+   or `-data`, `insecure-skip-tls-verify`) and user (`token`, `tokenFile`, read again
+   before every request, `client-certificate`/`client-key` or their `-data`, or
+   `username`/`password`). Exec and auth-provider plugins are not supported: a sidecar
+   runs with a ServiceAccount.
+
+Guaranteed: every request has a connect and a read timeout; a failed request closes its
+connection (the next one opens a fresh one); errors are `ApiError` (with the HTTP status)
+or `OSError`/`http.client.HTTPException` for the transport. Not guaranteed: retries
+(callers retry with their own backoff) or thread safety of one `KubeApi` across threads
+beyond a lock per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import ssl
+import tempfile
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubernetesConfigError(Exception):
+    """No usable client configuration (no kubeconfig, not in a cluster, malformed file)."""
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}" + (f": {message}" if message else ""))
+        self.status = status
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConnection:
+    """Where and how to reach the API, as plain data (kopf's login handler uses it too)."""
+
+    server: str
+    ca_path: str | None = None
+    ca_data: bytes | None = None
+    insecure: bool = False
+    token: str | None = None
+    token_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    certificate_path: str | None = None
+    certificate_data: bytes | None = None
+    private_key_path: str | None = None
+    private_key_data: bytes | None = None
+
+    def bearer_token(self) -> str | None:
+        if self.token_file:
+            return Path(self.token_file).read_text(encoding="utf-8").strip() or None
+        return self.token
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and (
+        SERVICE_ACCOUNT_DIR / "token"
+    ).exists()
+
+
+def load_connection(kubeconfig: str | None) -> ApiConnection:
+    """The connection for `kubeconfig` (see the module docstring for the order)."""
+    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        if not kubeconfig and in_cluster():
+            return _from_service_account()
+        return _from_kubeconfig(Path(os.path.expanduser(where.split(os.pathsep)[0])))
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise KubernetesConfigError(
+            f"no Kubernetes client configuration (not in a cluster; kubeconfig {where}): "
+            f"{detail}"
+        ) from None
+
+
+def _from_service_account() -> ApiConnection:
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    host = f"[{host}]" if ":" in host else host
+    return ApiConnection(
+        server=f"https://{host}:{port}",
+        ca_path=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+        token_file=str(SERVICE_ACCOUNT_DIR / "token"),
+    )
+
+
+def _named(items: Any, name: str, what: str) -> dict[str, Any]:
+    for item in items or []:
+        if item.get("name") == name:
+            found = item.get(what) or {}
+            if not isinstance(found, dict):
+                raise ValueError(f"{what} {name!r} is not a mapping")
+            return found
+    raise KeyError(f"no {what} named {name!r}")
+
+
+def _from_kubeconfig(path: Path) -> ApiConnection:
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(document, dict):
+        raise ValueError("not a kubeconfig")
+    current = document.get("current-context")
+    if not current:
+        raise ValueError("no current-context")
+    context = _named(document.get("contexts"), current, "context")
+    cluster = _named(document.get("clusters"), context["cluster"], "cluster")
+    user = _named(document.get("users"), context["user"], "user") if context.get("user") else {}
+    base = path.parent
+
+    def local(key: str, mapping: dict[str, Any]) -> str | None:
+        value = mapping.get(key)
+        return str(base / value) if value else None  # relative to the kubeconfig, as kubectl
+
+    def data(key: str, mapping: dict[str, Any]) -> bytes | None:
+        value = mapping.get(key)
+        return base64.b64decode(value) if value else None
+
+    if not cluster.get("server"):
+        raise ValueError(f"cluster {context['cluster']!r} has no server")
+    return ApiConnection(
+        server=str(cluster["server"]).rstrip("/"),
+        ca_path=local("certificate-authority", cluster),
+        ca_data=data("certificate-authority-data", cluster),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        token=user.get("token"),
+        token_file=local("tokenFile", user),
+        username=user.get("username"),
+        password=user.get("password"),
+        certificate_path=local("client-certificate", user),
+        certificate_data=data("client-certificate-data", user),
+        private_key_path=local("client-key", user),
+        private_key_data=data("client-key-data", user),
+    )
+
+
+class KubeApi:
+    """One keep-alive connection to the API server; `request()` from any thread."""
+
+    def __init__(
+        self, connection: ApiConnection, timeout: tuple[float, float] = (2.0, 5.0)
+    ) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        url = urllib.parse.urlsplit(connection.server)
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise KubernetesConfigError(f"bad API server address {connection.server!r}")
+        self._https = url.scheme == "https"
+        self._host = url.hostname
+        self._port = url.port or (443 if self._https else 80)
+        self._prefix = url.path.rstrip("/")
+        self._lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self._temporary: list[str] = []
+        self._context = self._ssl_context() if self._https else None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        c = self.connection
+        context = ssl.create_default_context(
+            cafile=c.ca_path, cadata=c.ca_data.decode() if c.ca_data else None
+        )
+        if c.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        certificate = c.certificate_path or self._private_file(c.certificate_data)
+        key = c.private_key_path or self._private_file(c.private_key_data)
+        if certificate:
+            context.load_cert_chain(certificate, key)
+        return context
+
+    def _private_file(self, content: bytes | None) -> str | None:
+        # ssl loads client certificates from files only: a file of our own, mode 0600.
+        if content is None:
+            return None
+        descriptor, name = tempfile.mkstemp(prefix="leader-sidecar-tls-")
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+        self._temporary.append(name)
+        return name
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+            for name in self._temporary:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+            self._temporary.clear()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            connect, _read = self.timeout
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=connect, context=self._context
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=connect)
+            self._conn.connect()
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(self.timeout[1])
+        return self._conn
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "leader-sidecar"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        token = self.connection.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif self.connection.username is not None:
+            pair = f"{self.connection.username}:{self.connection.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return headers
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None,
+        query: dict[str, str] | None = None,
+    ) -> Any:
+        """JSON in, JSON out; `ApiError` for an error status."""
+        payload = None if body is None else json.dumps(body).encode()
+        target = self._prefix + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        headers = self._headers(content_type or ("application/json" if payload else None))
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.request(method, target, body=payload, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except BaseException:
+                self._drop()
+                raise
+            if response.will_close:
+                self._drop()
+        if response.status >= 400:
+            raise ApiError(response.status, response.reason, _status_message(data))
+        return json.loads(data) if data else None
+
+    # -- the three requests of the sidecar ----------------------------------------------
+
+    def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+        return self.request(
+            "PATCH", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}", patch, MERGE_PATCH
+        )
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> Any:
+        return self.request("POST", f"/api/v1/namespaces/{_q(namespace)}/events", event)
+
+    def list_pods(self, namespace: str, label_selector: str) -> Any:
+        return self.request(
+            "GET", f"/api/v1/namespaces/{_q(namespace)}/pods",
+            query={"labelSelector": label_selector},
+        )
+
+
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _status_message(data: bytes) -> str:
+    """The `message` of a Kubernetes Status body, if that is what came back."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return ""
+    message = document.get("message", "") if isinstance(document, dict) else ""
+    return str(message).splitlines()[0][:300] if message else ""
