@@ -43,6 +43,7 @@ def summary(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
         "median_ms": statistics.median(values) * 1000,
+        "p95_ms": percentile(values, 0.95) * 1000,
         "p99_ms": percentile(values, 0.99) * 1000,
         "max_ms": max(values) * 1000,
         "min_ms": min(values) * 1000,
@@ -81,6 +82,24 @@ def machine(ensemble: Ensemble | None = None) -> dict[str, Any]:
         except (OSError, IndexError):
             pass
     return info
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system `path` is on (`tmpfs`, `ext4`, ...), from /proc/mounts."""
+    best, kind = "", "unknown"
+    resolved = str(path.resolve())
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3:
+            point = fields[1]
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best):
+                best, kind = point, fields[2]
+    return kind
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -5,9 +5,11 @@ N candidate processes (`python -m sidecar run`, or `bench/recipe_candidate.py` f
 recipe), then repeatedly stops the leader (SIGTERM: graceful; SIGKILL: crash) and measures,
 from the signal to the moment another candidate's role file says `leader`. Both write
 their role file the same way (atomic rename after fsync). The stopped candidate is
-restarted between rounds, so N stay in the election. Also the time to the first leader on
-a cold start (process start-up included). Prints median, p99 and max; writes JSON with the
-samples (for the plot in docs/benchmarks.md).
+restarted between rounds, so N stay in the election. Graceful rounds run with the role
+directories on tmpfs (as the chart mounts them: emptyDir, medium Memory) and on disk,
+each labelled; crash rounds (bounded by the session timeout) on the first only. Also the
+time to the first leader on a cold start (process start-up included). Prints median, p95,
+p99 and max; writes JSON with the samples (for the plot in docs/benchmarks.md).
 
 Run: `make bench` or `python bench/failover.py --graceful-rounds 50 --crash-rounds 50`.
 """
@@ -24,12 +26,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, RecipeProcess, machine, summary, write_json
+from common import RESULTS, RecipeProcess, filesystem_type, machine, summary, write_json
 
 from sidecar.lab.candidates import LeaseMonitor, SidecarProcess, leaders, wait_for
 from sidecar.lab.ensemble import Ensemble
 
 IMPLEMENTATIONS = {"leader-sidecar": SidecarProcess, "kazoo-recipe": RecipeProcess}
+FILESYSTEMS = {"tmpfs": Path("/dev/shm"), "disk": Path(tempfile.gettempdir())}
 
 
 def settle(members: list[SidecarProcess], timeout: float = 30.0) -> SidecarProcess:
@@ -62,7 +65,7 @@ def measure_round(members: list[SidecarProcess], graceful: bool) -> float:
 
 
 def run_implementation(
-    name: str, ensemble: Ensemble, base: Path, args: argparse.Namespace
+    name: str, ensemble: Ensemble, base: Path, args: argparse.Namespace, crash_rounds: int
 ) -> dict[str, Any]:
     kind = IMPLEMENTATIONS[name]
     members = [
@@ -77,22 +80,26 @@ def run_implementation(
     for member in members:
         member.start()
     try:
-        settle(members)
+        if not wait_for(lambda: bool(leaders(members)), 30, 0.0005):
+            raise SystemExit(f"{name}: no leader after a cold start")
         first_leader = time.monotonic() - cold_start
+        settle(members)
+        all_decided = time.monotonic() - cold_start
         with LeaseMonitor({m.identity: m.role_dir for m in members}) as monitor:
             graceful = []
             for i in range(args.graceful_rounds):
                 graceful.append(measure_round(members, True))
                 progress(name, "graceful", i + 1, args.graceful_rounds, graceful[-1])
             crash = []
-            for i in range(args.crash_rounds):
+            for i in range(crash_rounds):
                 crash.append(measure_round(members, False))
-                progress(name, "crash", i + 1, args.crash_rounds, crash[-1])
+                progress(name, "crash", i + 1, crash_rounds, crash[-1])
     finally:
         for member in members:
             member.cleanup()
     result: dict[str, Any] = {
         "first_leader_after_start_ms": first_leader * 1000,
+        "all_decided_after_start_ms": all_decided * 1000,
         "graceful": summary(graceful),
         "crash": summary(crash),
     }
@@ -106,23 +113,41 @@ def progress(name: str, kind: str, done: int, total: int, took: float) -> None:
         print(f"  {name} {kind}: {done}/{total} rounds (last {took * 1000:.1f} ms)", flush=True)
 
 
+def role_base(filesystem: str) -> Path:
+    parent = FILESYSTEMS[filesystem]
+    kind = filesystem_type(parent)
+    if (kind == "tmpfs") != (filesystem == "tmpfs"):
+        raise SystemExit(f"{parent} is on {kind}, not on {filesystem}; pick other filesystems")
+    return Path(tempfile.mkdtemp(prefix="bench-failover-", dir=parent))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="bench-failover-"))
     ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms).start()
-    results: dict[str, Any] = {}
+    filesystems: dict[str, Any] = {}
     try:
         info = machine(ensemble)
-        for name in args.implementations.split(","):
-            results[name] = run_implementation(name, ensemble, base, args)
+        for index, filesystem in enumerate(args.filesystems.split(",")):
+            base = role_base(filesystem)
+            results: dict[str, Any] = {}
+            filesystems[filesystem] = {
+                "path": str(base.parent), "type": filesystem_type(base), "implementations": results
+            }
+            try:
+                for name in args.implementations.split(","):
+                    print(f"  {name}, role directories on {filesystem} ({base})", flush=True)
+                    results[name] = run_implementation(
+                        name, ensemble, base, args, args.crash_rounds if index == 0 else 0
+                    )
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
     finally:
         ensemble.stop()
-        shutil.rmtree(base, ignore_errors=True)
     return {
         "machine": info,
         "candidates": args.candidates,
         "session_timeout_s": args.session_timeout,
         "tick_ms": args.tick_ms,
-        "implementations": results,
+        "filesystems": filesystems,
     }
 
 
@@ -137,6 +162,11 @@ def main() -> int:
         "--implementations", default=",".join(IMPLEMENTATIONS),
         help=f"comma-separated, from {', '.join(IMPLEMENTATIONS)}",
     )
+    parser.add_argument(
+        "--filesystems", default=",".join(FILESYSTEMS),
+        help="where the role directories live, comma-separated, from "
+        f"{', '.join(FILESYSTEMS)}; crash rounds run on the first",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "failover.json")
     args = parser.parse_args()
     result = run(args)
@@ -145,22 +175,39 @@ def main() -> int:
     return 0
 
 
+def ratios(implementations: dict[str, Any]) -> dict[str, float] | None:
+    """leader-sidecar's graceful median and p95 over the recipe's, in the same run."""
+    ours, theirs = implementations.get("leader-sidecar"), implementations.get("kazoo-recipe")
+    if not ours or not theirs or not ours["graceful"]["n"] or not theirs["graceful"]["n"]:
+        return None
+    return {key: ours["graceful"][f"{key}_ms"] / theirs["graceful"][f"{key}_ms"]
+            for key in ("median", "p95")}
+
+
 def print_table(result: dict[str, Any]) -> None:
     print(f"\nfailover latency, {result['candidates']} candidate processes, session timeout "
           f"{result['session_timeout_s']:g} s (real 3-server ZooKeeper on loopback)")
-    print(f"{'implementation':<16}{'kind':<10}{'rounds':>7}{'median ms':>11}{'p99 ms':>9}"
-          f"{'max ms':>9}")
-    for name, data in result["implementations"].items():
-        for kind in ("graceful", "crash"):
-            row = data[kind]
-            if row["n"]:
-                print(f"{name:<16}{kind:<10}{row['n']:>7}{row['median_ms']:>11.1f}"
-                      f"{row['p99_ms']:>9.1f}{row['max_ms']:>9.1f}")
-    for name, data in result["implementations"].items():
-        print(f"{name}: first leader {data['first_leader_after_start_ms']:.0f} ms after a cold "
-              "start (process start-up included)"
-              + (f"; instants with two unexpired leases: {data['two_leader_instants']}"
-                 if "two_leader_instants" in data else ""))
+    print(f"{'role dir on':<13}{'implementation':<16}{'kind':<10}{'rounds':>7}{'median ms':>11}"
+          f"{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for filesystem, found in result["filesystems"].items():
+        for name, data in found["implementations"].items():
+            for kind in ("graceful", "crash"):
+                row = data[kind]
+                if row["n"]:
+                    print(f"{filesystem:<13}{name:<16}{kind:<10}{row['n']:>7}"
+                          f"{row['median_ms']:>11.1f}{row['p95_ms']:>9.1f}{row['p99_ms']:>9.1f}"
+                          f"{row['max_ms']:>9.1f}")
+    for filesystem, found in result["filesystems"].items():
+        ratio = ratios(found["implementations"])
+        if ratio:
+            print(f"{filesystem}: graceful, leader-sidecar / kazoo-recipe: median "
+                  f"{ratio['median']:.2f}, p95 {ratio['p95']:.2f}")
+        for name, data in found["implementations"].items():
+            print(f"{filesystem}: {name}: first leader {data['first_leader_after_start_ms']:.0f} "
+                  f"ms after a cold start (process start-up included), all decided "
+                  f"{data['all_decided_after_start_ms']:.0f} ms"
+                  + (f"; instants with two unexpired leases: {data['two_leader_instants']}"
+                     if "two_leader_instants" in data else ""))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Cost of one idle sidecar: resident memory and CPU over a minute.
 
-Two `python -m sidecar run` processes on one real three-server ensemble, each alone in its
-election (so each is a leader renewing its lease, the busier idle state), measured at the
-same time: one with `--no-k8s`, one publishing to a real kube-apiserver (a local control
-plane of its own, `sidecar.lab.cluster`, as the chart's ServiceAccount) with the kopf
-operator watching the group's pods. After a warm-up, CPU is the
-process's utime+stime over the window; memory is VmRSS, sampled every second.
+Two elections of two `python -m sidecar run` processes each (a leader renewing its lease,
+and its heir keeping its anchor) on one real three-server ensemble, measured at the same
+time: one election with `--no-k8s`, one publishing to a real kube-apiserver (a local
+control plane of its own, `sidecar.lab.cluster`, as the chart's ServiceAccount) with the
+kopf operator watching the group's pods. After a warm-up, CPU is the process's
+utime+stime over the window; memory is VmRSS, sampled every second.
 
 Run: `python bench/idle.py` (`--seconds 10` for a quick look).
 """
@@ -47,26 +47,26 @@ def main() -> int:
     stack = contextlib.ExitStack()
     api = stack.enter_context(cluster_namespace(base, "bench-idle"))
     # app-0: the chart's Role lets its ServiceAccount patch only the release's pod names.
-    api.add_pod("app-0", {GROUP_LABEL: "idle-k8s", "app": "demo"})
-    sidecars = {
-        "without Kubernetes": SidecarProcess(
-            "idle-plain", ensemble.connect_string, base / "plain", election="idle-plain",
-            session_timeout=args.session_timeout,
-        ),
-        "with Kubernetes publisher + operator": SidecarProcess(
-            "app-0", ensemble.connect_string, base / "k8s", election="idle-k8s",
+    sidecars: dict[str, SidecarProcess] = {}
+    for index, role in enumerate(("leader", "follower")):
+        api.add_pod(f"app-{index}", {GROUP_LABEL: "idle-k8s", "app": "demo"})
+        sidecars[f"without Kubernetes, {role}"] = SidecarProcess(
+            f"idle-plain-{index}", ensemble.connect_string, base / f"plain-{index}",
+            election="idle-plain", session_timeout=args.session_timeout,
+        )
+        sidecars[f"with Kubernetes publisher + operator, {role}"] = SidecarProcess(
+            f"app-{index}", ensemble.connect_string, base / f"k8s-{index}", election="idle-k8s",
             session_timeout=args.session_timeout,
             kubeconfig=Path(api.kubeconfig_path), namespace=api.namespace,
-        ),
-    }
+        )
     results: dict[str, Any] = {}
     try:
         info = machine(ensemble)
-        for sidecar in sidecars.values():
+        for key, sidecar in sidecars.items():  # leaders first: they start before followers
             sidecar.start()
-        for sidecar in sidecars.values():
-            if not wait_for(lambda s=sidecar: s.role() == "leader", 30):
-                raise SystemExit(f"{sidecar.identity} did not lead")
+            role = key.rsplit(", ", 1)[1]
+            if not wait_for(lambda s=sidecar, r=role: s.role() == r, 30):
+                raise SystemExit(f"{sidecar.identity} is not {role}: {sidecar.role()}")
         if not wait_for(lambda: api.labels("app-0").get("role") == "leader", 30):
             raise SystemExit("the Kubernetes publisher did not label the pod")
         time.sleep(args.warmup)
@@ -84,7 +84,7 @@ def main() -> int:
                 "cpu_percent_of_a_core": cpu / elapsed * 100,
                 "rss_mb_median": statistics.median(rss[key]),
                 "rss_mb_max": max(rss[key]),
-                "still_leader": sidecar.role() == "leader",
+                "role_at_end": sidecar.role(),
             }
     finally:
         for sidecar in sidecars.values():
@@ -94,7 +94,7 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     result = {"machine": info, "seconds": args.seconds,
               "session_timeout_s": args.session_timeout, "sidecars": results}
-    print(f"\nidle sidecar (leader, renewing its lease), {args.seconds:g} s window")
+    print(f"\nidle sidecars, {args.seconds:g} s window")
     print(f"{'sidecar':<50}{'RSS MB':>8}{'max':>7}{'CPU % core':>12}")
     for key, row in results.items():
         print(f"{key:<50}{row['rss_mb_median']:>8.1f}{row['rss_mb_max']:>7.1f}"

@@ -37,30 +37,34 @@ def _style(axis: Any, title: str, xlabel: str, legend_at: str) -> None:
     axis.legend(fontsize=7, loc=legend_at)
 
 
+def _cdf(axis: Any, samples: list[float], **style: Any) -> None:
+    ordered = sorted(samples)
+    fraction = [(i + 1) / len(ordered) for i in range(len(ordered))]
+    axis.step(ordered, fraction, where="post", **style)
+
+
 def plot(failover: dict[str, Any]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = [(fs, "graceful") for fs in failover["filesystems"]]
+    panels.append((next(iter(failover["filesystems"])), "crash"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     colours = {"leader-sidecar": "#1f77b4", "kazoo-recipe": "#ff7f0e"}
-    for axis, kind, title in (
-        (axes[0], "graceful", "graceful (SIGTERM)"),
-        (axes[1], "crash", "crash (SIGKILL)"),
-    ):
-        for name, data in failover["implementations"].items():
-            samples = sorted(data[kind].get("samples_ms", []))
-            if not samples:
-                continue
-            fraction = [(i + 1) / len(samples) for i in range(len(samples))]
-            axis.step(samples, fraction, where="post", color=colours.get(name),
-                      label=f"{name} (median {data[kind]['median_ms']:.1f} ms, n={len(samples)})")
+    for axis, (filesystem, kind) in zip(axes, panels, strict=True):
+        for name, data in failover["filesystems"][filesystem]["implementations"].items():
+            samples = data[kind].get("samples_ms", [])
+            if samples:
+                _cdf(axis, samples, color=colours.get(name),
+                     label=f"{name} (median {data[kind]['median_ms']:.1f} ms, n={len(samples)})")
         if kind == "crash":
             axis.axvline(failover["session_timeout_s"] * 1000, color="grey", linestyle="--",
                          linewidth=1, label="session timeout")
-        _style(axis, f"failover, {title}", "signal to successor's role file saying leader (ms)",
-               legend_at="upper left")
+        title = "graceful (SIGTERM)" if kind == "graceful" else "crash (SIGKILL)"
+        _style(axis, f"{title}, role directory on {filesystem}",
+               "signal to successor's role file saying leader (ms)", legend_at="lower right")
     figure.suptitle(
         f"{failover['candidates']} candidate processes, 3-server ZooKeeper on loopback, "
         f"session timeout {failover['session_timeout_s']:g} s", fontsize=10)
@@ -128,6 +132,15 @@ def machine_text(info: dict[str, Any]) -> str:
             f"load average at start {load[0]:.2f}")
 
 
+def graceful_ratios(found: dict[str, Any]) -> dict[str, float] | None:
+    ours = found["implementations"].get("leader-sidecar", {}).get("graceful", {})
+    theirs = found["implementations"].get("kazoo-recipe", {}).get("graceful", {})
+    if not ours.get("n") or not theirs.get("n"):
+        return None
+    return {key: ours[f"{key}_ms"] / theirs[f"{key}_ms"] for key in ("median", "p95")} | {
+        "ours": ours["median_ms"], "theirs": theirs["median_ms"]}
+
+
 def failover_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Failover latency",
@@ -136,22 +149,42 @@ def failover_section(data: dict[str, Any]) -> list[str]:
         f"{data['session_timeout_s']:g} s (tickTime {data.get('tick_ms', 200)} ms). Time from "
         "the signal to the leader until another candidate's role file says `leader` (both "
         "write it with the same atomic, fsynced rename). The stopped candidate is restarted "
-        "and rejoins at the back after each round. (`bench/failover.py`)",
+        "and rejoins at the back after each round. Graceful rounds with the role "
+        "directories on tmpfs (as the chart mounts them: emptyDir, medium Memory) and on "
+        "disk; crash rounds on the first. The ZooKeeper servers keep their data on disk in "
+        "every run. (`bench/failover.py`)",
         "",
-        "| implementation | failover | rounds | median | p99 | max |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| role directory on | graceful: leader-sidecar / kazoo-recipe, median | p95 |",
+        "| --- | ---: | ---: |",
     ]
-    for name, row in data["implementations"].items():
-        for kind, label in (("graceful", "graceful (SIGTERM)"), ("crash", "crash (SIGKILL)")):
-            r = row[kind]
-            if r.get("n"):
-                lines.append(f"| {name} | {label} | {r['n']} | {r['median_ms']:.1f} ms | "
-                             f"{r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms |")
-    lines += ["", "| implementation | first leader after a cold start (process start-up "
-              "included) | two unexpired leases at once |", "| --- | ---: | ---: |"]
-    for name, row in data["implementations"].items():
-        lines.append(f"| {name} | {row['first_leader_after_start_ms']:.0f} ms | "
-                     f"{row.get('two_leader_instants', 'n/a (no lease)')} |")
+    for filesystem, found in data["filesystems"].items():
+        ratio = graceful_ratios(found)
+        if ratio:
+            lines.append(f"| {filesystem} ({found['type']}) | {ratio['median']:.2f} "
+                         f"({ratio['ours']:.1f} ms / {ratio['theirs']:.1f} ms) | "
+                         f"{ratio['p95']:.2f} |")
+    lines += [
+        "",
+        "| role directory on | implementation | failover | rounds | median | p95 | p99 | max |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for filesystem, found in data["filesystems"].items():
+        for name, row in found["implementations"].items():
+            for kind, label in (("graceful", "graceful (SIGTERM)"), ("crash", "crash (SIGKILL)")):
+                r = row[kind]
+                if r.get("n"):
+                    lines.append(
+                        f"| {filesystem} | {name} | {label} | {r['n']} | {r['median_ms']:.1f} ms"
+                        f" | {r['p95_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms |")
+    lines += ["", "| role directory on | implementation | first leader after a cold start "
+              "(process start-up included) | every candidate decided | two unexpired leases "
+              "at once |", "| --- | --- | ---: | ---: | ---: |"]
+    for filesystem, found in data["filesystems"].items():
+        for name, row in found["implementations"].items():
+            decided = ("n/a (followers say so before they connect)" if name == "kazoo-recipe"
+                       else f"{row['all_decided_after_start_ms']:.0f} ms")
+            lines.append(f"| {filesystem} | {name} | {row['first_leader_after_start_ms']:.0f} ms"
+                         f" | {decided} | {row.get('two_leader_instants', 'n/a (no lease)')} |")
     lines += ["", f"![failover latency distributions]({PLOT.name})", "",
               f"Machine: {machine_text(data['machine'])}.", ""]
     return lines
@@ -159,34 +192,87 @@ def failover_section(data: dict[str, Any]) -> list[str]:
 
 def herd_section(data: dict[str, Any]) -> list[str]:
     lines = [
-        "## Herd effect",
+        "## Herd effect, and how followers learn the new leader",
         "",
         f"One graceful leader change, mean of {data['rounds']} per row; in-process "
         "candidates, each with its own ZooKeeper session (see `bench/inproc.py` for why), "
         f"session timeout {data['session_timeout_s']:g} s, all on one ensemble in one run. "
-        "*Woken*: survivors that received a watch notification. *Requests*: requests the "
-        "survivors sent in the window (until every follower has caught up, one "
-        "session timeout plus 0.25 s); *net*: minus the steady-state rate over the same time. "
-        "The servers' `zk_packets_received` over the same windows is in the JSON; it is too "
-        "noisy to tabulate (pings of N sessions dominate it). (`bench/herd.py`)",
+        "*Woken*: survivors that received a notification from the election's znodes (the "
+        "herd). *Record reads*: leader-sidecar's followers notified of the leader record "
+        "(each then reads it once). *Requests* and *bytes*: what the survivors sent and "
+        "received in one session timeout after the change, minus the whole group's "
+        "steady-state rate over the same time (*net*). *All know*: until every survivor "
+        "names the new leader (the recipe tells a candidate only whether it leads itself). "
+        "(`bench/herd.py`)",
         "",
-        "| implementation | N | woken | watch events | requests | net requests | "
-        "steady requests/s | failover median |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| implementation | N | woken | record reads | net requests | net bytes | "
+        "steady requests/s | failover median | all know (median) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    sizes = sorted({int(n) for rows in data["implementations"].values() for n in rows})
+    lines += _herd_rows(data["implementations"])
+    return [*lines, ""]
+
+
+def _herd_rows(implementations: dict[str, Any], only: str | None = None) -> list[str]:
+    rows = []
+    sizes = sorted({int(n) for found in implementations.values() for n in found})
     for size in sizes:
-        for name, rows in data["implementations"].items():
-            r = rows.get(str(size))
-            if r is None:
+        for name, found in implementations.items():
+            r = found.get(str(size))
+            if r is None or (only and name != only):
                 continue
-            lines.append(
+            known = r.get("followers_know_median_ms")
+            rows.append(
                 f"| {name} | {size} | {r['woken_per_change']:.1f} | "
-                f"{r['watch_events_per_change']:.1f} | {r['requests_per_change']:.1f} | "
-                f"{r['requests_net_per_change']:.1f} | "
-                f"{r['steady_requests_per_s']:.1f} | {r['failover_median_ms']:.1f} ms |")
-    lines += [""]
-    return lines
+                f"{r.get('record_events_per_change', 0.0):.1f} | "
+                f"{r['requests_net_per_change']:.1f} | {r.get('bytes_net_per_change', 0):.0f} | "
+                f"{r['steady_requests_per_s']:.1f} | {r['failover_median_ms']:.1f} ms | "
+                f"{'n/a' if known is None else f'{known:.1f} ms'} |")
+    return rows
+
+
+def before_after_section(baseline: dict[str, Any], herd: dict[str, Any] | None) -> list[str]:
+    """The same benchmarks on the code before the heir's anchor and the leader record."""
+    lines = [
+        "## Before and after: the heir's anchor and the leader record",
+        "",
+        f"*Before*: {baseline['description']} (`bench/baseline/before-anchor.json`, "
+        "kept in the repository, taken on the same machine with the benchmarks above); "
+        "*after*: this run.",
+        "",
+        "| implementation | N | woken | record reads | net requests | net bytes | "
+        "steady requests/s | failover median | all know (median) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [row.replace("| leader-sidecar |", "| leader-sidecar, before |")
+              for row in _herd_rows(baseline["herd"]["implementations"], "leader-sidecar")]
+    if herd is not None:
+        lines += [row.replace("| leader-sidecar |", "| leader-sidecar, after |")
+                  for row in _herd_rows(herd["implementations"], "leader-sidecar")]
+    lines += ["", "| measure | before | after |", "| --- | ---: | ---: |"]
+    for label, before, after in baseline_rows(baseline):
+        lines.append(f"| {label} | {before} | {after} |")
+    return [*lines, ""]
+
+
+def baseline_rows(baseline: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    after_failover, after_idle = load("failover"), load("idle")
+    for filesystem, before in baseline.get("failover", {}).items():
+        after = None
+        if after_failover:
+            found = after_failover["filesystems"].get(filesystem)
+            after = graceful_ratios(found) if found else None
+        rows.append((
+            f"graceful failover, role directory on {filesystem}: median (ratio to the recipe)",
+            f"{before['ours']:.1f} ms ({before['median']:.2f})",
+            "n/a" if after is None else f"{after['ours']:.1f} ms ({after['median']:.2f})",
+        ))
+    for name, before_mb in baseline.get("idle_rss_mb", {}).items():
+        after_mb = (after_idle or {}).get("sidecars", {}).get(name, {}).get("rss_mb_median")
+        rows.append((f"idle resident memory, {name}", f"{before_mb:.1f} MB",
+                     "n/a" if after_mb is None else f"{after_mb:.1f} MB"))
+    return rows
 
 
 def scale_section(data: dict[str, Any]) -> list[str]:
@@ -282,6 +368,7 @@ def main() -> int:
                 ("herd", herd_section), ("scale", scale_section), ("idle", idle_section),
                 ("safety", safety_section))
     notes = ROOT / "bench" / "NOTES.md"
+    baseline_file = ROOT / "bench" / "baseline" / "before-anchor.json"
     for name, render in sections:
         data = load(name)
         if data is None:
@@ -292,6 +379,8 @@ def main() -> int:
         if name == "cluster_failover":
             plot_cluster(data)
         out += render(data)
+    if baseline_file.exists():
+        out += before_after_section(json.loads(baseline_file.read_text()), load("herd"))
     if notes.exists():
         out += [notes.read_text().rstrip(), ""]
     (DOCS / "benchmarks.md").write_text("\n".join(out))
