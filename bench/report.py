@@ -236,9 +236,8 @@ def before_after_section(baseline: dict[str, Any], herd: dict[str, Any] | None) 
     lines = [
         "## Before and after: the heir's anchor and the leader record",
         "",
-        f"*Before*: {baseline['description']} (`bench/baseline/before-anchor.json`, "
-        "kept in the repository, taken on the same machine with the benchmarks above); "
-        "*after*: this run.",
+        f"*Before*: {baseline['description']} (`bench/baseline/before-anchor.json`, kept "
+        "in the repository). *After*: this run.",
         "",
         "| implementation | N | woken | record reads | net requests | net bytes | "
         "steady requests/s | failover median | all know (median) |",

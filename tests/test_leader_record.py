@@ -44,9 +44,9 @@ def test_followers_learn_a_new_leader_at_once(
     survivors = [m for m in group.members if m is not old]
     for _round in range(2):
         old.terminate()
-        assert wait_for(lambda: len(leaders(survivors)) == 1, SLACK)
+        assert wait_for(lambda s=survivors: len(leaders(s)) == 1, SLACK)
         new = leaders(survivors)[0]
-        assert wait_for(lambda: _all_name(survivors, new), PROMPT), [
+        assert wait_for(lambda s=survivors, n=new: _all_name(s, n), PROMPT), [
             (m.identity, m.status()) for m in survivors
         ]
         record = _record(zk_client, group)
