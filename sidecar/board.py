@@ -149,7 +149,7 @@ class StatusBoard:
     def set_label_in_sync(self, in_sync: bool) -> None:
         with self._cond:
             self._set(self._status.replace(label_in_sync=in_sync))
-        self._metrics.label_in_sync.set(1 if in_sync else 0)
+        self._metrics.label_in_sync(in_sync)
 
     # -- the writer thread -----------------------------------------------------------
 
@@ -169,6 +169,13 @@ class StatusBoard:
                     return False
                 self._cond.wait(remaining)
             return True
+
+    def wait_decided(self, timeout: float) -> bool:
+        """Wait until the role is leader or follower (the election's first verdict)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._status.role is not Role.UNKNOWN or self._stopping, timeout
+            )
 
     def wait_demoted(self, timeout: float) -> None:
         """Wait until the files say the newest (demoted) role. If they cannot be written in
@@ -209,7 +216,7 @@ class StatusBoard:
             with self._cond:
                 self._written = version
                 self._cond.notify_all()
-            self._metrics.publish_seconds.labels(publisher="files").observe(written_after)
+            self._metrics.published("files", written_after)
             self._metrics.observe(status)
             for publisher in publishers:
                 try:
@@ -223,7 +230,7 @@ class StatusBoard:
         try:
             self._files.write(status)
         except OSError as error:
-            self._metrics.publish_errors.labels(publisher="files", reason="oserror").inc()
+            self._metrics.publish_failed("files", "oserror")
             log.error("cannot write role files in %s: %s", self._files.directory, error)
             return False
         return True

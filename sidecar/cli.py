@@ -60,6 +60,31 @@ def _common_zk(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's flags, here so that parsing `run` never imports the lab."""
+    parser.add_argument(
+        "--rounds", type=int, default=0,
+        help="stop after this many failovers and print a summary (default: run until Ctrl-C)",
+    )
+    parser.add_argument("--candidates", type=int, default=5, help="number of sidecars (5)")
+    parser.add_argument(
+        "--interval", type=float, default=3.0,
+        help="seconds of steady state between two failovers (3)",
+    )
+    parser.add_argument(
+        "--session-timeout", type=float, default=2.0,
+        help="ZooKeeper session timeout of the sidecars, seconds (2)",
+    )
+    parser.add_argument(
+        "--tick-ms", type=int, default=200,
+        help="ZooKeeper tickTime in ms; sessions may last 2 to 20 ticks (200)",
+    )
+    parser.add_argument(
+        "--no-zk-kill", action="store_true",
+        help="do not kill a ZooKeeper server (by default the ensemble's leader is killed once)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="ZooKeeper leader election sidecar")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -94,11 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     leave = sub.add_parser("leave", help="make the running sidecar leave the election")
     leave.add_argument("--http-port", help="the running sidecar's HTTP port (env HTTP_PORT)")
 
-    from . import demo
-
     demo_parser = sub.add_parser(
         "demo", help="local showcase: ZooKeeper ensemble, five sidecars, failovers")
-    demo.add_arguments(demo_parser)
+    _demo_arguments(demo_parser)
     demo_parser.add_argument(
         "--cluster", action="store_true",
         help="the user's flow on a local Kubernetes control plane with the chart installed "
@@ -171,10 +194,6 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except ConfigError:
         sidecar.stop()
         raise
-    except OSError as error:
-        sidecar.stop()
-        reason = error.strerror or str(error)
-        raise ConfigError(f"cannot serve HTTP on port {config.http_port}: {reason}") from None
     stop.wait()
     logging.getLogger(__name__).info("stop signal received; leaving the election")
     sidecar.stop()

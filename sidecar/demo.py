@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import shutil
 import signal
 import statistics
@@ -75,30 +74,6 @@ class Failover:
     seconds: float
     old_epoch: int | None
     new_epoch: int | None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--rounds", type=int, default=0,
-        help="stop after this many failovers and print a summary (default: run until Ctrl-C)",
-    )
-    parser.add_argument("--candidates", type=int, default=5, help="number of sidecars (5)")
-    parser.add_argument(
-        "--interval", type=float, default=3.0,
-        help="seconds of steady state between two failovers (3)",
-    )
-    parser.add_argument(
-        "--session-timeout", type=float, default=2.0,
-        help="ZooKeeper session timeout of the sidecars, seconds (2)",
-    )
-    parser.add_argument(
-        "--tick-ms", type=int, default=200,
-        help="ZooKeeper tickTime in ms; sessions may last 2 to 20 ticks (200)",
-    )
-    parser.add_argument(
-        "--no-zk-kill", action="store_true",
-        help="do not kill a ZooKeeper server (by default the ensemble's leader is killed once)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -481,15 +456,3 @@ class Demo:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m sidecar.demo`, usable before the CLI wires `demo` in."""
-    parser = argparse.ArgumentParser(prog="leader-sidecar demo", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())

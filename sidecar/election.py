@@ -9,11 +9,12 @@ Protocol (numbered as in `_check` and `_volunteer`):
 2. List the children; ignore foreign names; order by the integer sequence.
 3. If the own znode is missing (deleted by hand, or the parent was deleted), volunteer
    again.
-4. If the own znode is first: confirm it still exists and belongs to this session
-   (CURATOR-696), then lead with epoch = its czxid and a lease (see `lease`). The heir
-   (the candidate right behind the leader) skips that round trip: it keeps a fresh
-   quorum-committed anchor while it waits, and leads on it the instant its predecessor's
-   deletion arrives (`lease`, "The heir").
+4. If the own znode is first: lead with epoch = its czxid and a lease (see `lease`)
+   anchored on the newest quorum-committed request of the session that owns the znode:
+   the create itself at a cold start, or the anchor the heir (the candidate right behind
+   the leader) keeps while it waits, so that it leads the instant its predecessor's
+   deletion arrives (`lease`, "The heir"). If that anchor has too little lease left,
+   first confirm the own znode still exists and belongs to this session (CURATOR-696).
 5. Otherwise watch only the immediate predecessor (no herd). If it vanished between the
    listing and the watch, list again; never create a second znode.
 6. Followers learn who leads from the leader record (`leader_record`), which the leader
@@ -169,7 +170,7 @@ class Election:
         self.board.session_changed(zk_state)
         negotiated = self.zk.negotiated_timeout
         if event is SessionEvent.CONNECTED and negotiated and self.metrics is not None:
-            self.metrics.session_timeout.set(negotiated)
+            self.metrics.session_timeout_granted(negotiated)
         self._events.put(Event(Kind.SESSION, session=event))
 
     def _on_watch(self, path: str, kind: WatchKind) -> None:
@@ -297,7 +298,7 @@ class Election:
         elif path == self._predecessor:
             self.wakeups += 1
             if self.metrics is not None:
-                self.metrics.watch_wakeups.inc()
+                self.metrics.woken()
             self._check(predecessor_led=self._heir and kind is WatchKind.DELETED)
 
     def _on_tick(self) -> None:
@@ -361,7 +362,7 @@ class Election:
                 continue
             position = names.index(own_name)
             if position == 0:
-                if self._lead(token):
+                if self._lead_on_anchor(token, "at once, on its fresh anchor") or self._lead(token):
                     return
                 continue
             if self._follow(token, f"{self.path}/{names[position - 1]}", f"{self.path}/{names[0]}"):
@@ -421,9 +422,11 @@ class Election:
         self._become_leader(token, self._my_czxid, lease.lease_deadline(answered, timeout))
         return True
 
-    def _lead_on_anchor(self, token: int) -> bool:
-        """Step 4 for the heir, with no round trip: the lease comes from the anchor it kept
-        while it waited (`lease`, "The heir"). False if that anchor is not fresh enough."""
+    def _lead_on_anchor(self, token: int, how: str = "at once, on the heir's anchor") -> bool:
+        """Step 4 with no round trip: the lease comes from the newest quorum-committed request
+        of the own znode's session: the heir's anchor (`lease`, "The heir"), or the create
+        just made by a candidate that lists itself first. False if that anchor is not fresh
+        enough."""
         answered = self.zk.answered_send_time()
         timeout = self.zk.negotiated_timeout
         if answered is None or timeout is None or self._my_czxid is None:
@@ -433,7 +436,7 @@ class Election:
         deadline = lease.lease_deadline(answered, timeout)
         if deadline - time.monotonic() < lease.margin(timeout):
             return False
-        self._become_leader(token, self._my_czxid, deadline, how="at once, on the heir's anchor")
+        self._become_leader(token, self._my_czxid, deadline, how=how)
         return True
 
     def _become_leader(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,12 +129,16 @@ class HttpServer:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        listener: socket.socket,
         routes_get: dict[str, Route],
         routes_post: dict[str, Route] | None = None,
     ) -> None:
-        self._server = _Server((host, port), _Handler)
+        """`listener`: a bound, listening socket (see `runner.listen`), so that a port in use
+        is found before the sidecar becomes a candidate and served once it is one."""
+        self._server = _Server(listener.getsockname()[:2], _Handler, bind_and_activate=False)
+        self._server.socket.close()
+        self._server.socket = listener
+        port = self.port
         self._server.routes_get = routes_get
         self._server.routes_post = routes_post or {}
         self._thread = threading.Thread(

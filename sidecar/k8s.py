@@ -428,9 +428,7 @@ class KubernetesPublisher:
                 self._wanted_since = None
             self._cond.notify_all()
         if current and since is not None:
-            self._metrics.publish_seconds.labels(publisher=PUBLISHER).observe(
-                time.monotonic() - since
-            )
+            self._metrics.published(PUBLISHER, time.monotonic() - since)
         self._set_in_sync(current and labels.get(self.role_label) == wanted.role.value)
         return True
 
@@ -489,7 +487,7 @@ class KubernetesPublisher:
 
     def _failed(self, verb: str, resource: str, name: str | None, error: BaseException) -> Failure:
         failure = classify(error)
-        self._metrics.publish_errors.labels(publisher=PUBLISHER, reason=failure.reason).inc()
+        self._metrics.publish_failed(PUBLISHER, failure.reason)
         if self._logged.get(verb) != failure.reason:  # no storm: once per kind of failure
             self._logged[verb] = failure.reason
             level = logging.ERROR if failure.permanent else logging.WARNING
@@ -505,7 +503,7 @@ class KubernetesPublisher:
         if value == self._in_sync:
             return
         self._in_sync = value
-        self._metrics.label_in_sync.set(1 if value else 0)
+        self._metrics.label_in_sync(value)
         try:
             self._on_label_sync(value)
         except Exception:  # a listener must not stop the publisher

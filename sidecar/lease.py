@@ -48,6 +48,14 @@ Why no other candidate can hold an unexpired lease meanwhile, step by step:
    heir's lease. A heir frozen after it read the event computes its deadline from the
    anchor's send time, not from when it runs again: a lease that ran out while it was
    frozen is published already expired.
+
+A candidate that finds itself first in a listing (a cold start, or a follower whose
+predecessors all went) leads the same way when the newest quorum-committed request of
+its session is fresh enough: usually the create of its own znode, which a quorum commits
+like the check transaction. 5. holds because the listing was served after that create
+(ZooKeeper answers one session in order), so every znode ahead of it that the listing
+lacks was deleted by a committed change; 6. to 8. hold as written. The listing may come
+from a server cut off from the quorum; it is not what bounds the lease, the anchor is.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """The composition root: one running sidecar, from a `Config` to a stopped process.
 
 Start order: role files (`unknown` at once, so the application never reads a stale role
-from an earlier container), metrics, status writer, HTTP, Kubernetes publisher and
-operator (when enabled), then the election.
+from an earlier container), status writer, Kubernetes publisher (when enabled), the
+election; then, after its first verdict or at most `FACES_AFTER_AT_MOST`, HTTP and the
+operator. Their imports cost CPU the first election should not wait for; until then the
+probes find no port (the kubelet retries) and step-down annotations wait for the operator,
+which reads the pods it watches when it starts.
 
 Graceful stop (SIGTERM, SIGINT), in this order, each step bounded in time:
 1. demote: `unknown` into the role files (waited for), then the pod label is requested;
@@ -19,13 +22,13 @@ server must not delay the successor (it clears a stale `leader` label itself).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
 from .board import StatusBoard
 from .config import Config, ConfigError
 from .election import Election
-from .httpapi import HttpServer, elector_routes, sidecar_routes
 from .metrics import Metrics
 from .rolefiles import RoleFiles
 from .state import RoleStatus, ZkState
@@ -33,6 +36,12 @@ from .state import RoleStatus, ZkState
 log = logging.getLogger(__name__)
 
 LABEL_WAIT_ON_STOP = 2.0
+FACES_AFTER_AT_MOST = 1.0  # seconds the HTTP face and the operator wait for a first verdict
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
 
 
 class Sidecar:
@@ -44,10 +53,11 @@ class Sidecar:
         initial = RoleStatus(election=config.election, identity=config.identity, zk=ZkState.LOST)
         self.board = StatusBoard(initial, RoleFiles(config.role_dir), self.metrics)
         self.election = Election(config, self.board, self.metrics)
-        self.http: HttpServer | None = None
-        self.elector_http: HttpServer | None = None
+        self.http: Any = None  # HttpServer, imported once the election is under way
+        self.elector_http: Any = None
         self.kubernetes: Any = None
         self.operator: Any = None
+        self._listeners: dict[str, socket.socket] = {}  # bound, not served yet
         self._stopped = threading.Event()
         self._leave_lock = threading.Lock()
 
@@ -76,30 +86,51 @@ class Sidecar:
     def start(self) -> Sidecar:
         self.board.start()
         self.board.wait_written(2.0)
-        self._start_http()
-        self._start_kubernetes()
+        self._listen()
+        self._start_publisher()
         self.election.start()
+        # The faces that only listen come up after the first verdict (bounded): their
+        # imports (http.server, kopf) cost tens to hundreds of ms of CPU, which the first
+        # election should not wait for.
+        self.board.wait_decided(FACES_AFTER_AT_MOST)
+        self._start_http()
+        self._start_operator()
         log.info(
             "sidecar %s started in election %s (ZooKeeper %s)",
             self.config.identity, self.config.election, self.config.zk_hosts,
         )
         return self
 
+    def _listen(self) -> None:
+        """Bind the HTTP ports before the election: a port in use is a configuration error,
+        found before this sidecar becomes a candidate."""
+        for name, port in (("http", self.config.http_port), ("elector", self.config.elector_port)):
+            if not port:
+                continue
+            try:
+                self._listeners[name] = listen(self.config.http_host, port)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise ConfigError(f"cannot serve HTTP on port {port}: {reason}") from None
+
     def _start_http(self) -> None:
-        if self.config.http_port:
+        from .httpapi import HttpServer, elector_routes, sidecar_routes
+
+        if "http" in self._listeners:
             get, post = sidecar_routes(self)
-            self.http = HttpServer(self.config.http_host, self.config.http_port, get, post).start()
-        if self.config.elector_port:
+            self.http = HttpServer(self._listeners.pop("http"), get, post).start()
+        if "elector" in self._listeners:
             self.elector_http = HttpServer(
-                self.config.http_host, self.config.elector_port, elector_routes(self.current)
+                self._listeners.pop("elector"), elector_routes(self.current)
             ).start()
 
-    def _start_kubernetes(self) -> None:
+    def _start_publisher(self) -> None:
+        """Before the election: the first verdict goes to the pod's label too, and a bad
+        Kubernetes configuration stops the sidecar before it becomes a candidate."""
         if not self.config.publishes_to_kubernetes:
             return
         from .k8s import KubernetesPublisher
         from .kubeapi import KubernetesConfigError
-        from .operator import start_operator
 
         try:
             self.kubernetes = KubernetesPublisher(
@@ -108,6 +139,12 @@ class Sidecar:
         except KubernetesConfigError as error:
             raise ConfigError(str(error)) from None
         self.board.add_publisher(self.kubernetes)
+
+    def _start_operator(self) -> None:
+        if self.kubernetes is None:
+            return
+        from .operator import start_operator
+
         self.operator = start_operator(self.config, self, self.kubernetes)
 
     def leave_now(self) -> None:
@@ -135,5 +172,7 @@ class Sidecar:
                     part.stop()
                 except Exception:  # one part failing to stop must not keep the others
                     log.exception("stopping %r failed", part)
+        for listener in self._listeners.values():
+            listener.close()
         self.board.stop()
         log.info("sidecar %s stopped", self.config.identity)

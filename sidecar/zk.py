@@ -326,12 +326,17 @@ class ZkSession:
         self._call(lambda: self.client.ensure_path_async(path))
 
     def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> tuple[str, int]:
-        """The created node's path and czxid (one request: ZooKeeper's create2)."""
+        """The created node's path and czxid (one request: ZooKeeper's create2). A create is
+        committed by a quorum like the lease's check transaction, so it anchors a lease
+        too (`answered_send_time`)."""
+        session = self.require_session()
+        sent = time.monotonic()
         node, stat = self._call(
             lambda: self.client.create_async(
                 path_prefix, data, ephemeral=True, sequence=True, include_data=True
             )
         )
+        self._record_answer(session, sent)
         return str(node), int(stat.czxid)
 
     def children(self, path: str) -> list[str]:

@@ -21,7 +21,7 @@ import pytest
 from sidecar.lab.candidates import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = [sys.executable, "-m", "sidecar.demo"]
+DEMO = [sys.executable, "-m", "sidecar", "demo"]
 
 
 def demo_env(tmp: Path, **extra: str) -> dict[str, str]:
