@@ -55,6 +55,7 @@ from .k8s import (
     api_connection,
     core_api,
 )
+from .kubeapi import ApiError
 from .state import ElectionControl, Role
 
 log = logging.getLogger(__name__)
@@ -171,9 +172,21 @@ class Reconciler:
     def relabel(self, body: Mapping[str, Any], epoch: int | None) -> None:
         metadata = body.get("metadata", {})
         name = metadata.get("name", "")
-        patch = {"metadata": {"labels": {self.config.role_label: Role.FOLLOWER.value}}}
+        # Only the pod as it was judged: with its resourceVersion in the patch the API
+        # refuses (409) if the pod changed since, e.g. its own sidecar just wrote `unknown`
+        # on the way out, which a relabel from an older event must not overwrite.
+        labels = {self.config.role_label: Role.FOLLOWER.value}
+        patch: dict[str, Any] = {"metadata": {"labels": labels}}
+        if metadata.get("resourceVersion"):
+            patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
         try:
             self._api.patch_pod(self.config.namespace or "default", name, patch)
+        except ApiError as error:
+            if error.status == 409:
+                log.debug("pod %r changed since it was judged; judging its next event", name)
+            else:
+                log.warning("could not relabel stale leader pod %r: %s", name, error)
+            return
         except Exception as error:  # the next watch event or sweep tries again
             log.warning("could not relabel stale leader pod %r: %s", name, error)
             return

@@ -56,6 +56,24 @@ def test_role_dir_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureF
     assert "role directory" in capsys.readouterr().err
 
 
+def test_port_in_use_exits_2_before_volunteering(
+    ensemble: Ensemble, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        argv = ["run", "--zk-hosts", ensemble.connect_string, "--election", "port-clash",
+                "--no-k8s", "--http-host", "127.0.0.1", "--http-port", str(port),
+                "--role-dir", str(tmp_path)]
+        assert main(argv, {}) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve HTTP on port {port}" in err
+    assert "volunteered" not in caplog.text, "the port is checked before it is a candidate"
+    assert json.loads((tmp_path / "status.json").read_text())["role"] == "unknown"
+
+
 def test_bad_configuration_from_the_console_script_has_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sidecar", "run", "--election", "demo"],

@@ -76,6 +76,25 @@ def test_newer_leader_is_not_relabelled(
     assert kube_ns.labels("app-1")["role"] == "leader"
 
 
+def test_relabel_judged_on_an_older_pod_changes_nothing(kube_ns, kube_config, add_group_pod):
+    """The old leader writes `unknown` on its way out while the new leader's operator still
+    holds an event in which it said `leader`: the late relabel must not overwrite it."""
+    from k8s_doubles import FakeControl
+
+    from sidecar.operator import Reconciler
+
+    add_group_pod("app-1", role="leader")
+    judged = kube_ns.pod("app-1")  # what the new leader's operator saw
+    kube_ns.label_pod("app-1", "role", "unknown")  # its own sidecar, leaving
+    control = FakeControl(status("app-0", Role.LEADER, leader="app-0", epoch=10))
+    reconciler = Reconciler(kube_config("app-0"), control, publisher=None)  # type: ignore[arg-type]
+    try:
+        reconciler.relabel(judged, 10)
+    finally:
+        reconciler.close()
+    assert kube_ns.labels("app-1")["role"] == "unknown"
+
+
 def test_follower_leaves_leader_labels_alone(
     kube_ns, kube_config, add_group_pod, make_publisher, make_operator
 ):
