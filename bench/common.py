@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sidecar.election.record import RECORD_SUFFIX  # noqa: E402
 from sidecar.lab.candidates import SidecarProcess  # noqa: E402
 from sidecar.lab.ensemble import Ensemble, four_letter  # noqa: E402
-from sidecar.leader_record import RECORD_SUFFIX  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -100,6 +100,14 @@ def filesystem_type(path: Path) -> str:
             if inside and len(point) > len(best):
                 best, kind = point, fields[2]
     return kind
+
+
+def precompile() -> None:
+    """Byte-compile the project as pip does for an installed package, so that no candidate
+    process pays for compiling sources (this machine sets PYTHONDONTWRITEBYTECODE)."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "sidecar"), quiet=1)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

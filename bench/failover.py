@@ -1,11 +1,15 @@
 """Failover latency of leader-sidecar and of kazoo's `Election` recipe, side by side.
 
-Starts a three-server ensemble and, for each implementation in turn on that same ensemble,
-N candidate processes (`python -m sidecar run`, or `bench/recipe_candidate.py` for the
-recipe), then repeatedly stops the leader (SIGTERM: graceful; SIGKILL: crash) and measures,
-from the signal to the moment another candidate's role file says `leader`. Both write
-their role file the same way (atomic rename after fsync). The stopped candidate is
-restarted between rounds, so N stay in the election. Graceful rounds run with the role
+Starts a three-server ensemble and, on it, N candidate processes of each implementation
+(`python -m sidecar run`, and `bench/recipe_candidate.py` for the recipe), each group in
+an election of its own, all running at once. Then rounds alternate between the groups (so
+a busy moment of the machine falls on both alike): stop the group's leader (SIGTERM:
+graceful; SIGKILL: crash) and measure from the signal to the moment another candidate's
+role file says `leader`, and, for leader-sidecar, until every survivor's status.json
+names the new leader. Both write their role file the same way (atomic rename after
+fsync). The stopped candidate is restarted between rounds, so N stay in the election.
+The project's modules are compiled first, as pip does for an installed package (this
+machine sets PYTHONDONTWRITEBYTECODE). Graceful rounds run with the role
 directories on tmpfs (as the chart mounts them: emptyDir, medium Memory) and on disk,
 each labelled; crash rounds (bounded by the session timeout) on the first only. Also the
 time to the first leader on a cold start (process start-up included). Prints median, p95,
@@ -17,6 +21,7 @@ Run: `make bench` or `python bench/failover.py --graceful-rounds 50 --crash-roun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -26,7 +31,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, RecipeProcess, filesystem_type, machine, summary, write_json
+from common import (
+    RESULTS,
+    RecipeProcess,
+    filesystem_type,
+    machine,
+    precompile,
+    summary,
+    write_json,
+)
 
 from sidecar.lab.candidates import LeaseMonitor, SidecarProcess, leaders, wait_for
 from sidecar.lab.ensemble import Ensemble
@@ -46,32 +59,46 @@ def settle(members: list[SidecarProcess], timeout: float = 30.0) -> SidecarProce
     return leaders(members)[0]
 
 
-def measure_round(members: list[SidecarProcess], graceful: bool) -> float:
+@dataclasses.dataclass
+class Round:
+    failover: float  # signal until another candidate's role file says leader
+    followers_know: float | None  # signal until every other survivor names the new leader
+
+
+def measure_round(members: list[SidecarProcess], graceful: bool) -> Round:
     leader = settle(members)
     others = [m for m in members if m is not leader]
     signalled = time.monotonic()
-    if graceful:
-        leader.signal(15)
-    else:
-        leader.signal(9)
+    leader.signal(15 if graceful else 9)
     while not any(m.role() == "leader" for m in others):
         time.sleep(0.0002)
     took = time.monotonic() - signalled
+    knew = None
+    if not isinstance(others[0], RecipeProcess):  # the recipe tells followers nothing
+        new = next(m for m in others if m.role() == "leader")
+        if wait_for(lambda: all(_names(m, new.identity) for m in others), 10, 0.0002):
+            knew = time.monotonic() - signalled
     leader.wait(30)
     # Restart the stopped candidate with a fresh role directory state; it joins at the back.
     leader.start()
     settle(members)
-    return took
+    return Round(took, knew)
 
 
-def run_implementation(
-    name: str, ensemble: Ensemble, base: Path, args: argparse.Namespace, crash_rounds: int
-) -> dict[str, Any]:
+def _names(member: SidecarProcess, leader: str) -> bool:
+    status = member.status()
+    return status is not None and status.get("leader") == leader
+
+
+def start_group(
+    name: str, ensemble: Ensemble, base: Path, args: argparse.Namespace
+) -> tuple[list[SidecarProcess], dict[str, Any]]:
+    """Start one implementation's candidates (a cold start, timed) on their own path."""
     kind = IMPLEMENTATIONS[name]
     members = [
         kind(
             identity=f"{name}-{i}", zk_hosts=ensemble.connect_string,
-            role_dir=base / name / f"c{i}", election="bench",
+            role_dir=base / name / f"c{i}", election=f"bench-{name}",
             session_timeout=args.session_timeout,
         )
         for i in range(args.candidates)
@@ -79,33 +106,47 @@ def run_implementation(
     cold_start = time.monotonic()
     for member in members:
         member.start()
-    try:
-        if not wait_for(lambda: bool(leaders(members)), 30, 0.0005):
-            raise SystemExit(f"{name}: no leader after a cold start")
-        first_leader = time.monotonic() - cold_start
-        settle(members)
-        all_decided = time.monotonic() - cold_start
-        with LeaseMonitor({m.identity: m.role_dir for m in members}) as monitor:
-            graceful = []
-            for i in range(args.graceful_rounds):
-                graceful.append(measure_round(members, True))
-                progress(name, "graceful", i + 1, args.graceful_rounds, graceful[-1])
-            crash = []
-            for i in range(crash_rounds):
-                crash.append(measure_round(members, False))
-                progress(name, "crash", i + 1, crash_rounds, crash[-1])
-    finally:
-        for member in members:
-            member.cleanup()
-    result: dict[str, Any] = {
+    if not wait_for(lambda: bool(leaders(members)), 30, 0.0005):
+        raise SystemExit(f"{name}: no leader after a cold start")
+    first_leader = time.monotonic() - cold_start
+    settle(members)
+    all_decided = time.monotonic() - cold_start
+    return members, {
         "first_leader_after_start_ms": first_leader * 1000,
         "all_decided_after_start_ms": all_decided * 1000,
-        "graceful": summary(graceful),
-        "crash": summary(crash),
     }
-    if name == "leader-sidecar":  # the recipe writes no lease to check
-        result["two_leader_instants"] = len(monitor.violations())
-    return result
+
+
+def run_filesystem(
+    names: list[str], ensemble: Ensemble, base: Path, args: argparse.Namespace, crash_rounds: int
+) -> dict[str, Any]:
+    """Every implementation's group runs at once; rounds alternate between them, so a busy
+    moment of the machine falls on both alike."""
+    groups: dict[str, list[SidecarProcess]] = {}
+    results: dict[str, Any] = {}
+    try:
+        for name in names:
+            groups[name], results[name] = start_group(name, ensemble, base, args)
+        ours = groups.get("leader-sidecar", [])
+        with LeaseMonitor({m.identity: m.role_dir for m in ours}) as monitor:
+            for kind, rounds in (("graceful", args.graceful_rounds), ("crash", crash_rounds)):
+                samples: dict[str, list[Round]] = {name: [] for name in names}
+                for i in range(rounds):
+                    for name in names:
+                        samples[name].append(measure_round(groups[name], kind == "graceful"))
+                        progress(name, kind, i + 1, rounds, samples[name][-1].failover)
+                for name in names:
+                    results[name][kind] = summary([r.failover for r in samples[name]])
+                    knew = [r.followers_know for r in samples[name] if r.followers_know]
+                    if knew and kind == "graceful":
+                        results[name]["followers_know"] = summary(knew)
+    finally:
+        for members in groups.values():
+            for member in members:
+                member.cleanup()
+    if "leader-sidecar" in results:  # the recipe writes no lease to check
+        results["leader-sidecar"]["two_leader_instants"] = len(monitor.violations())
+    return results
 
 
 def progress(name: str, kind: str, done: int, total: int, took: float) -> None:
@@ -124,22 +165,22 @@ def role_base(filesystem: str) -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms).start()
     filesystems: dict[str, Any] = {}
+    names = args.implementations.split(",")
     try:
         info = machine(ensemble)
         for index, filesystem in enumerate(args.filesystems.split(",")):
             base = role_base(filesystem)
-            results: dict[str, Any] = {}
-            filesystems[filesystem] = {
-                "path": str(base.parent), "type": filesystem_type(base), "implementations": results
-            }
+            print(f"  {', '.join(names)}: role directories on {filesystem} ({base})", flush=True)
             try:
-                for name in args.implementations.split(","):
-                    print(f"  {name}, role directories on {filesystem} ({base})", flush=True)
-                    results[name] = run_implementation(
-                        name, ensemble, base, args, args.crash_rounds if index == 0 else 0
-                    )
+                results = run_filesystem(
+                    names, ensemble, base, args, args.crash_rounds if index == 0 else 0
+                )
             finally:
                 shutil.rmtree(base, ignore_errors=True)
+            filesystems[filesystem] = {
+                "path": str(base.parent), "type": filesystem_type(base.parent),
+                "implementations": results,
+            }
     finally:
         ensemble.stop()
     return {
@@ -147,11 +188,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "candidates": args.candidates,
         "session_timeout_s": args.session_timeout,
         "tick_ms": args.tick_ms,
+        "interleaved": True,
         "filesystems": filesystems,
     }
 
 
 def main() -> int:
+    precompile()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--graceful-rounds", type=int, default=50)
@@ -192,7 +235,7 @@ def print_table(result: dict[str, Any]) -> None:
     for filesystem, found in result["filesystems"].items():
         for name, data in found["implementations"].items():
             for kind in ("graceful", "crash"):
-                row = data[kind]
+                row = data.get(kind, {"n": 0})
                 if row["n"]:
                     print(f"{filesystem:<13}{name:<16}{kind:<10}{row['n']:>7}"
                           f"{row['median_ms']:>11.1f}{row['p95_ms']:>9.1f}{row['p99_ms']:>9.1f}"
@@ -208,6 +251,11 @@ def print_table(result: dict[str, Any]) -> None:
                   f"{data['all_decided_after_start_ms']:.0f} ms"
                   + (f"; instants with two unexpired leases: {data['two_leader_instants']}"
                      if "two_leader_instants" in data else ""))
+            if "followers_know" in data:
+                know = data["followers_know"]
+                print(f"{filesystem}: {name}: every follower names the new leader "
+                      f"{know['median_ms']:.1f} ms after the signal (median; p95 "
+                      f"{know['p95_ms']:.1f}, max {know['max_ms']:.1f})")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from election_support import SLACK, Group
 from kazoo.client import KazooClient
 from kazoo.security import make_acl
 
+from sidecar.election.record import record_path
 from sidecar.lab.candidates import SidecarProcess, leaders, wait_for
 from sidecar.lab.ensemble import Ensemble
-from sidecar.leader_record import record_path
 
 LONG_SESSION = 4.0  # followers used to learn a new leader up to one session timeout late
 PROMPT = 1.0  # generous next to the milliseconds it takes, far below LONG_SESSION

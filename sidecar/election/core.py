@@ -1,11 +1,9 @@
-"""The election: the seed's ZooKeeper recipe, with the edge cases the best recipes learned.
+"""The election protocol of one candidate: the seed's ZooKeeper recipe, with the edge cases
+the best recipes learned.
 
-Protocol (numbered as in `_check` and `_volunteer`):
+Protocol (numbered as in `_check`):
 
-1. Volunteer: create an EPHEMERAL_SEQUENTIAL znode `candidate-<attempt>-<seq>` under the
-   election path. `<attempt>` is a fresh UUID per attempt (Curator's protected mode): if
-   the reply to the create is lost, the candidate finds its znode again by that prefix and
-   adopts it only if its `ephemeralOwner` is the current session; otherwise it deletes it.
+1. Be a candidate: the own znode (`candidacy`), created in protected mode.
 2. List the children; ignore foreign names; order by the integer sequence.
 3. If the own znode is missing (deleted by hand, or the parent was deleted), volunteer
    again.
@@ -17,10 +15,10 @@ Protocol (numbered as in `_check` and `_volunteer`):
    first confirm the own znode still exists and belongs to this session (CURATOR-696).
 5. Otherwise watch only the immediate predecessor (no herd). If it vanished between the
    listing and the watch, list again; never create a second znode.
-6. Followers learn who leads from the leader record (`leader_record`), which the leader
-   writes in its next lease renewal and every follower watches: one notification and one
-   small read per follower per change, and no periodic listing. A follower whose
-   predecessor the record names as leader has become the heir and starts its anchor.
+6. Followers learn who leads from the leader record (`record`), which the leader writes
+   in its next lease renewal and every follower watches: one notification and one small
+   read per follower per change, and no periodic listing. A follower whose predecessor
+   the record names as leader has become the heir and starts its anchor.
 
 Threads: every step runs on one worker thread. kazoo's listener and watches only enqueue.
 The status board carries a connection token: a verdict computed before the newest session
@@ -38,70 +36,24 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 import queue
-import re
 import threading
 import time
-import uuid
 
+from ..board import StatusBoard
+from ..config import Config
+from ..metrics import Metrics
+from ..state import Role, ZkState
+from ..zk import NodeStat, NoNode, NotAuthorized, SessionEvent, WatchKind, ZkError, ZkSession
 from . import lease
-from .board import StatusBoard
-from .config import Config
-from .leader_record import LeaderRecord, record_path
-from .metrics import Metrics
-from .state import Role, ZkState
-from .zk import (
-    ConnectionTrouble,
-    NodeStat,
-    NoNode,
-    NotAuthorized,
-    SessionEvent,
-    SessionGone,
-    WatchKind,
-    ZkError,
-    ZkSession,
-)
+from .candidacy import Candidacy, candidate_data, identity_of, parse_candidates
+from .record import LeaderNews, LeaderRecord
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_PREFIX = "candidate-"
-CANDIDATE_RE = re.compile(r"^candidate-([0-9a-f]{32})-(-?\d{10})$")
 MAX_RELISTS = 20
 ERROR_BACKOFF = 0.2
-LEAVE_RETRY_DELAY = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    name: str
-    attempt: str
-    sequence: int
-
-
-def parse_candidates(names: list[str]) -> list[Candidate]:
-    """Our candidates among `names`, in election order (integer sequence, not string)."""
-    found = []
-    for name in names:
-        match = CANDIDATE_RE.match(name)
-        if match:
-            found.append(Candidate(name, match.group(1), int(match.group(2))))
-    return sorted(found, key=lambda candidate: candidate.sequence)
-
-
-def candidate_data(config: Config) -> bytes:
-    return json.dumps(
-        {"identity": config.identity, "pod": config.identity, "namespace": config.namespace}
-    ).encode()
-
-
-def identity_of(data: bytes, fallback: str) -> str:
-    try:
-        document = json.loads(data.decode())
-        return str(document["identity"])
-    except (ValueError, KeyError, TypeError):
-        return fallback
 
 
 class Kind(enum.Enum):
@@ -130,8 +82,6 @@ class Election:
         self.board = board
         self.metrics = metrics
         self.path = config.election_path
-        self.record_path = record_path(self.path)
-        self.data = candidate_data(config)
         self.zk = ZkSession(
             config.zk_hosts,
             config.session_timeout,
@@ -139,16 +89,14 @@ class Election:
             on_watch=self._on_watch,
             zk_auth=config.zk_auth,
         )
+        self.candidacy = Candidacy(
+            self.zk, self.path, candidate_data(config.identity, config.namespace)
+        )
+        self.news = LeaderNews(self.zk, self.path)
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         # State below is touched by the worker thread only.
-        self.my_node: str | None = None
-        self._my_czxid: int | None = None
-        self._node_session: int | None = None  # the session my_node was created in
         self._watch_armed = False  # predecessor and own watches set on this connection
-        self._record_watch_armed = False
-        self._record_epoch: int | None = None  # the epoch this leader last wrote in the record
-        self._attempt_in_doubt: str | None = None
         self._predecessor: str | None = None
         self._heir = False  # the predecessor leads: keep an anchor, lead at once
         self._leading = False
@@ -157,7 +105,11 @@ class Election:
         self._left = False
         self._last_leader: tuple[str, str, int] | None = None  # (node, identity, epoch)
         self.wakeups = 0  # re-checks caused by a watch: one per leader change, not N-1
-        self.record_reads = 0  # reads of the leader record after a change: one per change
+
+    @property
+    def record_reads(self) -> int:
+        """Reads of the leader record after a change: one per change."""
+        return self.news.reads
 
     # -- kazoo callbacks: hand off, never block ----------------------------------------
 
@@ -264,36 +216,33 @@ class Election:
     def _on_session_event(self, event: SessionEvent | None) -> None:
         self._leading = False
         self._watch_armed = False  # kazoo does not re-arm watches after a reconnect
-        self._record_watch_armed = False
+        self.news.watch_armed = False
         if event is SessionEvent.CONNECTED:
-            session = self.zk.session_id
-            if self.my_node is not None and session is not None and self._node_session != session:
-                # Created in a session that has since expired: the server deleted it. A
-                # node created in the *new* session (a race with LOST) is kept.
-                self.my_node = None
-                self._attempt_in_doubt = None
+            if self.candidacy.node is not None and not self.candidacy.of_current_session():
                 self._predecessor = None
                 self._heir = False
+            self.candidacy.session_renewed()
             self._check()
         elif event is SessionEvent.LOST:
             # kazoo opens a new session and we volunteer again, at the back of the queue,
             # when it reports CONNECTED (see above for what is forgotten then).
-            self._attempt_in_doubt = None
+            self.candidacy.session_lost()
             self._predecessor = None
             self._heir = False
 
     def _on_watch_event(self, path: str, kind: WatchKind | None) -> None:
         if kind is WatchKind.CONNECTION:
             return  # kazoo fires every watch on connection loss; CONNECTED re-lists
-        if path == self.record_path:
-            self._record_watch_armed = False
-            self._on_record_changed()
-        elif path == self.my_node and kind is WatchKind.DELETED:
+        if path == self.news.path:
+            self.news.watch_armed = False
+            self.news.reads += 1
+            self._take_record()
+        elif path == self.candidacy.node and kind is WatchKind.DELETED:
             log.warning("own znode %s was deleted; volunteering again", path)
-            self.my_node = None
+            self.candidacy.forget()
             self._leading = False
             self._check()
-        elif path == self.my_node:
+        elif path == self.candidacy.node:
             self._check()  # someone wrote into it and spent the watch: arm it again
         elif path == self._predecessor:
             self.wakeups += 1
@@ -312,7 +261,7 @@ class Election:
             return
         if self._leading:
             self._renew()
-        elif self.my_node is None or not self._watch_armed:
+        elif self.candidacy.node is None or not self._watch_armed:
             self._check()
         elif self._heir:
             self._renew_anchor()
@@ -336,31 +285,30 @@ class Election:
         if self._left or not self.zk.connected:
             return
         token = self.board.token
-        if predecessor_led and self.my_node is not None and (
+        if predecessor_led and self.candidacy.node is not None and (
             self._lead_on_anchor(token) or self._lead(token)
         ):
             return
         for _ in range(MAX_RELISTS):
             # 1. Be a candidate.
-            if self.my_node is None:
+            if self.candidacy.node is None:
                 self._leading = False
                 if self.board.token != token:
                     return  # a session change is queued; it re-checks with the new state
-                self.my_node = self._volunteer()
+                self.candidacy.volunteer()
             # 2. List, ignoring foreign children, ordered by integer sequence.
             try:
                 candidates = parse_candidates(self.zk.children(self.path))
             except NoNode:
-                self.my_node = None  # the parent was deleted, and our znode with it
+                self.candidacy.forget()  # the parent was deleted, and our znode with it
                 continue
             names = [candidate.name for candidate in candidates]
-            own_name = self.my_node.rsplit("/", 1)[1]
             # 3. Own znode gone while the session lives: volunteer again.
-            if own_name not in names:
-                log.warning("own znode %s is gone; volunteering again", self.my_node)
-                self.my_node = None
+            if self.candidacy.name not in names:
+                log.warning("own znode %s is gone; volunteering again", self.candidacy.node)
+                self.candidacy.forget()
                 continue
-            position = names.index(own_name)
+            position = names.index(self.candidacy.name)
             if position == 0:
                 if self._lead_on_anchor(token, "at once, on its fresh anchor") or self._lead(token):
                     return
@@ -370,56 +318,17 @@ class Election:
         log.warning("election did not settle after %d listings; retrying", MAX_RELISTS)
         self._next_tick = time.monotonic() + ERROR_BACKOFF
 
-    def _volunteer(self) -> str:
-        """Step 1, with protected-mode recovery of a create whose reply was lost."""
-        self.zk.ensure_path(self.path)
-        if self._attempt_in_doubt is not None:
-            adopted = self._recover(self._attempt_in_doubt)
-            if adopted is not None:
-                self._attempt_in_doubt = None
-                self._node_session = self.zk.session_id
-                return adopted
-        attempt = self._attempt_in_doubt or uuid.uuid4().hex
-        self._attempt_in_doubt = attempt
-        session = self.zk.require_session()
-        node, self._my_czxid = self.zk.create_ephemeral_sequential(
-            f"{self.path}/{CANDIDATE_PREFIX}{attempt}-", self.data
-        )
-        self._attempt_in_doubt = None
-        self._node_session = session
-        log.info("volunteered as %s", node)
-        return node
-
-    def _recover(self, attempt: str) -> str | None:
-        """Find the znode of an attempt whose create reply was lost; adopt or delete it."""
-        session = self.zk.require_session()
-        for candidate in parse_candidates(self.zk.children(self.path)):
-            if candidate.attempt != attempt:
-                continue
-            node = f"{self.path}/{candidate.name}"
-            stat = self.zk.stat(node)
-            if stat is not None and stat.ephemeral_owner == session:
-                log.info("adopted %s after a lost create reply", node)
-                self._my_czxid = stat.czxid
-                return node
-            try:
-                self.zk.delete(node)
-                log.warning("deleted orphan %s of an earlier session", node)
-            except NoNode:
-                pass
-        return None
-
     def _lead(self, token: int) -> bool:
         """Step 4: confirm the own znode (CURATOR-696), then lead."""
-        if self._confirm_own() is None:
-            log.warning("own znode %s not ours any more; volunteering again", self.my_node)
-            self.my_node = None
+        if self.candidacy.confirm() is None:
+            log.warning("own znode %s not ours any more; volunteering again", self.candidacy.node)
+            self.candidacy.forget()
             return False
         answered = self.zk.answered_send_time()
         timeout = self.zk.negotiated_timeout
-        if answered is None or timeout is None or self._my_czxid is None:
+        if answered is None or timeout is None or self.candidacy.czxid is None:
             return False
-        self._become_leader(token, self._my_czxid, lease.lease_deadline(answered, timeout))
+        self._become_leader(token, self.candidacy.czxid, lease.lease_deadline(answered, timeout))
         return True
 
     def _lead_on_anchor(self, token: int, how: str = "at once, on the heir's anchor") -> bool:
@@ -429,20 +338,20 @@ class Election:
         enough."""
         answered = self.zk.answered_send_time()
         timeout = self.zk.negotiated_timeout
-        if answered is None or timeout is None or self._my_czxid is None:
+        if answered is None or timeout is None or self.candidacy.czxid is None:
             return False
-        if self._node_session is None or self._node_session != self.zk.session_id:
+        if not self.candidacy.of_current_session():
             return False
         deadline = lease.lease_deadline(answered, timeout)
         if deadline - time.monotonic() < lease.margin(timeout):
             return False
-        self._become_leader(token, self._my_czxid, deadline, how=how)
+        self._become_leader(token, self.candidacy.czxid, deadline, how=how)
         return True
 
     def _become_leader(
         self, token: int, epoch: int, deadline: float, how: str = "after a round trip"
     ) -> None:
-        assert self.my_node is not None
+        assert self.candidacy.node is not None
         self._predecessor = None
         self._heir = False
         self._lease_deadline = deadline
@@ -452,55 +361,26 @@ class Election:
             if not self._leading:
                 log.info("elected leader with epoch %d %s", epoch, how)
             self._leading = True
-        self._last_leader = (self.my_node, self.config.identity, epoch)
-        if self._record_epoch == epoch:
+        self._last_leader = (self.candidacy.node, self.config.identity, epoch)
+        if self.news.written_epoch == epoch:
             self._schedule_tick()
         else:
             self._next_tick = time.monotonic()  # write the record now, after the verdict
 
-    def _confirm_own(
-        self, timeout: float | None = None, with_record: bool = False
-    ) -> NodeStat | None:
-        """The lease round trip on the own znode (also re-arms its watch); a leader's record
-        rides along in the same transaction when it is due. None if the znode is not ours."""
-        assert self.my_node is not None
-        record = self._due_record() if with_record else None
-        try:
-            stat, session = self.zk.confirmed_stat(self.my_node, timeout, record)
-        except NoNode:  # the first leader of this election: there is no record yet
-            self.zk.ensure_path(self.record_path)
-            stat, session = self.zk.confirmed_stat(self.my_node, timeout, record)
-        except NotAuthorized as error:
-            if record is None:
-                raise
-            log.error("cannot write the leader record %s: %s; followers will learn the "
-                      "leader later", self.record_path, error)
-            self._record_epoch = self._my_czxid
-            stat, session = self.zk.confirmed_stat(self.my_node, timeout)
-        if stat is None or stat.ephemeral_owner != session:
-            return None
-        if record is not None:
-            self._record_epoch = self._my_czxid
-        self._my_czxid = stat.czxid
-        return stat
-
-    def _due_record(self) -> tuple[str, bytes] | None:
-        if self._my_czxid is None or self._record_epoch == self._my_czxid:
-            return None
-        assert self.my_node is not None
-        record = LeaderRecord(self.config.identity, self._my_czxid, self.my_node.rsplit("/", 1)[1])
-        return self.record_path, record.encode()
-
     def _follow(self, token: int, predecessor: str, first: str) -> bool:
         """Step 5: watch the immediate predecessor only; publish who leads."""
-        assert self.my_node is not None
+        assert self.candidacy.node is not None
         if self.zk.stat(predecessor, watch=True) is None:
             return False  # vanished between listing and watching: list again
         self._predecessor = predecessor
         self._heir = predecessor == first
-        own = self._confirm_own() if self._heir else self.zk.stat(self.my_node, watch=True)
+        own: NodeStat | None
+        if self._heir:
+            own = self.candidacy.confirm()
+        else:
+            own = self.zk.stat(self.candidacy.node, watch=True)
         if own is None:
-            self.my_node = None
+            self.candidacy.forget()
             return False
         leader = self._leader_named(first)
         if leader is None:
@@ -521,13 +401,10 @@ class Election:
 
     def _leader_named(self, first: str) -> tuple[str, str, int] | None:
         """Who leads, for a follower: the record if it names `first`, else `first`'s data."""
-        if not self._record_watch_armed:
-            record = self._read_record()
+        if not self.news.watch_armed:
+            record = self.news.read()
             if record is not None and f"{self.path}/{record.node}" == first:
                 self._last_leader = (first, record.identity, record.epoch)
-        return self._leader_of(first)
-
-    def _leader_of(self, first: str) -> tuple[str, str, int] | None:
         if self._last_leader is not None and self._last_leader[0] == first:
             return self._last_leader
         try:
@@ -537,21 +414,12 @@ class Election:
         self._last_leader = (first, identity_of(data, first.rsplit("/", 1)[1]), stat.czxid)
         return self._last_leader
 
-    def _read_record(self) -> LeaderRecord | None:
-        record = LeaderRecord.decode(self.zk.get_watched(self.record_path))
-        self._record_watch_armed = True
-        return record
-
-    def _on_record_changed(self) -> None:
-        self.record_reads += 1
-        self._take_record()
-
     def _take_record(self) -> None:
         """Step 6: a new leader wrote the record; followers show it, its successor is heir."""
         token = self.board.token
-        if self._leading or self._left or self.my_node is None or not self.zk.connected:
+        if self._leading or self._left or self.candidacy.node is None or not self.zk.connected:
             return
-        record = self._read_record()
+        record = self.news.read()
         if record is None or not self._watch_armed:
             return
         shown = self.board.current().epoch
@@ -565,13 +433,14 @@ class Election:
             self._renew_anchor()
 
     def _renew(self) -> None:
-        """The lease round trip: also re-arms the watch on the own znode."""
+        """The lease round trip (the record rides along when due); re-arms the own watch."""
         token = self.board.token
-        assert self.my_node is not None
+        assert self.candidacy.czxid is not None
         # An answer after the lease ran out renews nothing: wait no longer than the lease.
         remaining = max(0.05, self._lease_deadline - time.monotonic())
-        if self._confirm_own(timeout=remaining, with_record=True) is None:
-            self.my_node = None
+        record = LeaderRecord(self.config.identity, self.candidacy.czxid, self.candidacy.name)
+        if self.news.renew_with(self.candidacy, record, remaining) is None:
+            self.candidacy.forget()
             self._leading = False
             self._check()
             return
@@ -587,8 +456,8 @@ class Election:
     def _renew_anchor(self) -> None:
         """The heir's anchor: a quorum-committed check of its own znode every renewal
         interval, so that its lease is ready when its predecessor goes."""
-        if self._confirm_own() is None:
-            self.my_node = None
+        if self.candidacy.confirm() is None:
+            self.candidacy.forget()
             self._heir = False
             self._check()
             return
@@ -596,13 +465,13 @@ class Election:
 
     def _refresh(self) -> None:
         """A plain follower's periodic look: no request while its watches are armed."""
-        if not self._record_watch_armed:
+        if not self.news.watch_armed:
             self._take_record()
         self._schedule_follower_tick()
 
     def _resign(self) -> None:
         """Step down: demote, delete the own znode, volunteer again at the back."""
-        if not self._leading or self.my_node is None:
+        if not self._leading or self.candidacy.node is None:
             log.info("step-down asked but not leader; nothing to do")
             return
         token = self.board.token
@@ -620,33 +489,13 @@ class Election:
             self.board.freeze()
             self.board.wait_demoted(1.0)
         deadline = time.monotonic() + self.zk.call_timeout
-        if self.my_node is None and self._attempt_in_doubt is not None:
-            # A create whose reply was lost may have made a znode that would block the
-            # election for as long as this process lives: find it and delete it too.
-            try:
-                self.my_node = self._recover(self._attempt_in_doubt)
-            except ZkError as error:
-                log.warning("could not look for a znode of a lost create: %s", error)
-            self._attempt_in_doubt = None
+        try:
+            self.candidacy.find_lost_create()
+        except ZkError as error:
+            log.warning("could not look for a znode of a lost create: %s", error)
         self._delete_own(deadline)
 
     def _delete_own(self, deadline: float) -> None:
-        """Delete the own znode, retrying until the deadline (the session close that follows
-        a stop deletes it anyway)."""
-        node, self.my_node = self.my_node, None
         self._predecessor = None
         self._heir = False
-        if node is None:
-            return
-        while True:
-            try:
-                self.zk.delete(node, timeout=max(0.05, deadline - time.monotonic()))
-                log.info("deleted own znode %s", node)
-                return
-            except (NoNode, SessionGone):
-                return
-            except (ConnectionTrouble, NotAuthorized) as error:
-                if time.monotonic() >= deadline:
-                    log.warning("could not delete %s before the deadline: %s", node, error)
-                    return
-                time.sleep(LEAVE_RETRY_DELAY)
+        self.candidacy.delete(deadline)

@@ -18,7 +18,7 @@ Protocol:
    successor leads only after its predecessor's znode is gone, so an older leader's write
    can never land after a newer leader's: the epochs in the record strictly increase.
 3. That transaction is a quorum-committed request of the leader's session, so it is also
-   a lease renewal (sidecar/lease.py); the record costs no request of its own.
+   a lease renewal (`lease`); the record costs no request of its own.
 4. Followers read it with a watch (`ZkSession.get_watched`) and read it again on every
    notification. A record whose epoch is older than what a follower already shows is
    ignored.
@@ -35,6 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+
+from ..zk import NodeStat, NoNode, NotAuthorized, ZkSession
+from .candidacy import Candidacy
+
+log = logging.getLogger(__name__)
 
 RECORD_SUFFIX = ".leader"
 MAX_RECORD_BYTES = 4096
@@ -71,3 +77,43 @@ class LeaderRecord:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
             return None
         return cls(identity, epoch, node)
+
+
+class LeaderNews:
+    """The record as one candidate uses it: the leader's write, riding in its lease
+    renewal (2., 3.), and a follower's watched read (4.). Worker thread only."""
+
+    def __init__(self, zk: ZkSession, election_path: str) -> None:
+        self.zk = zk
+        self.path = record_path(election_path)
+        self.written_epoch: int | None = None  # the epoch this candidate last wrote
+        self.watch_armed = False
+        self.reads = 0  # reads after a notification: one per change
+
+    def renew_with(
+        self, candidacy: Candidacy, record: LeaderRecord, timeout: float | None
+    ) -> NodeStat | None:
+        """The leader's lease round trip (`Candidacy.confirm`), with the record in the same
+        transaction while this epoch has not written it yet."""
+        due = None if self.written_epoch == record.epoch else (self.path, record.encode())
+        try:
+            stat = candidacy.confirm(timeout, due)
+        except NoNode:  # the first leader of this election: there is no record yet
+            self.zk.ensure_path(self.path)
+            stat = candidacy.confirm(timeout, due)
+        except NotAuthorized as error:
+            if due is None:
+                raise
+            log.error("cannot write the leader record %s: %s; followers will learn the "
+                      "leader later", self.path, error)
+            self.written_epoch = record.epoch
+            return candidacy.confirm(timeout)
+        if stat is not None and due is not None:
+            self.written_epoch = record.epoch
+        return stat
+
+    def read(self) -> LeaderRecord | None:
+        """The record, with a watch armed for its next change."""
+        record = LeaderRecord.decode(self.zk.get_watched(self.path))
+        self.watch_armed = True
+        return record

@@ -1,0 +1,12 @@
+"""The election core: who leads, and until when that is safe.
+
+`core` runs the protocol of one candidate on a worker thread; `candidacy` owns its znode;
+`lease` says until when a leader may act, and why no two leases overlap; `record` is the
+small znode through which followers learn who leads. ZooKeeper is reached only through
+`sidecar.zk`; the verdicts go to `sidecar.board`, which the faces read.
+"""
+
+from .candidacy import identity_of, parse_candidates
+from .core import Election
+
+__all__ = ["Election", "identity_of", "parse_candidates"]

@@ -1,0 +1,176 @@
+"""The own znode of one candidate: its name, its creation, its confirmation, its deletion.
+
+1. Volunteer: create an EPHEMERAL_SEQUENTIAL znode `candidate-<attempt>-<seq>` under the
+   election path. `<attempt>` is a fresh UUID per attempt (Curator's protected mode): if
+   the reply to the create is lost, the candidate finds its znode again by that prefix and
+   adopts it only if its `ephemeralOwner` is the current session; otherwise it deletes it.
+2. Confirm: a check transaction on the own znode plus `exists` (watch armed), committed by
+   a quorum: it proves the znode is still ours (CURATOR-696) and anchors a lease
+   (`lease`). A leader's record may ride in the same transaction.
+3. Delete: retried until a deadline; the session close that follows a stop deletes it
+   anyway.
+
+Names: `candidate-<32 hex>-<10 digits>`; anything else in the election is not a candidate
+and is ignored. The order is the integer sequence, not the string.
+
+Not thread-safe: the election's worker thread is its only caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+import uuid
+
+from ..zk import ConnectionTrouble, NodeStat, NoNode, NotAuthorized, SessionGone, ZkSession
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_PREFIX = "candidate-"
+CANDIDATE_RE = re.compile(r"^candidate-([0-9a-f]{32})-(-?\d{10})$")
+DELETE_RETRY_DELAY = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    name: str
+    attempt: str
+    sequence: int
+
+
+def parse_candidates(names: list[str]) -> list[Candidate]:
+    """Our candidates among `names`, in election order (integer sequence, not string)."""
+    found = []
+    for name in names:
+        match = CANDIDATE_RE.match(name)
+        if match:
+            found.append(Candidate(name, match.group(1), int(match.group(2))))
+    return sorted(found, key=lambda candidate: candidate.sequence)
+
+
+def candidate_data(identity: str, namespace: str | None) -> bytes:
+    return json.dumps({"identity": identity, "pod": identity, "namespace": namespace}).encode()
+
+
+def identity_of(data: bytes, fallback: str) -> str:
+    try:
+        document = json.loads(data.decode())
+        return str(document["identity"])
+    except (ValueError, KeyError, TypeError):
+        return fallback
+
+
+class Candidacy:
+    def __init__(self, zk: ZkSession, election_path: str, data: bytes) -> None:
+        self.zk = zk
+        self.path = election_path
+        self.data = data
+        self.node: str | None = None  # full path of the own znode
+        self.czxid: int | None = None  # its creation zxid: the epoch when it leads
+        self.session: int | None = None  # the session it was created in
+        self.attempt_in_doubt: str | None = None  # a create whose reply was lost
+
+    @property
+    def name(self) -> str:
+        assert self.node is not None
+        return self.node.rsplit("/", 1)[1]
+
+    def of_current_session(self) -> bool:
+        return self.session is not None and self.session == self.zk.session_id
+
+    def forget(self) -> None:
+        """The znode is gone (or was never ours): the next step volunteers again."""
+        self.node = None
+
+    def session_lost(self) -> None:
+        self.attempt_in_doubt = None
+
+    def session_renewed(self) -> None:
+        """Connected again: a znode created in an expired session was deleted by the
+        server. A znode created in the *new* session (a race with LOST) is kept."""
+        session = self.zk.session_id
+        if self.node is not None and session is not None and self.session != session:
+            self.node = None
+            self.attempt_in_doubt = None
+
+    def volunteer(self) -> str:
+        """Step 1, with protected-mode recovery of a create whose reply was lost."""
+        self.zk.ensure_path(self.path)
+        if self.attempt_in_doubt is not None:
+            adopted = self.recover(self.attempt_in_doubt)
+            if adopted is not None:
+                self.attempt_in_doubt = None
+                self.session = self.zk.session_id
+                self.node = adopted
+                return adopted
+        attempt = self.attempt_in_doubt or uuid.uuid4().hex
+        self.attempt_in_doubt = attempt
+        session = self.zk.require_session()
+        node, self.czxid = self.zk.create_ephemeral_sequential(
+            f"{self.path}/{CANDIDATE_PREFIX}{attempt}-", self.data
+        )
+        self.attempt_in_doubt = None
+        self.session = session
+        self.node = node
+        log.info("volunteered as %s", node)
+        return node
+
+    def recover(self, attempt: str) -> str | None:
+        """Find the znode of an attempt whose create reply was lost; adopt or delete it."""
+        session = self.zk.require_session()
+        for candidate in parse_candidates(self.zk.children(self.path)):
+            if candidate.attempt != attempt:
+                continue
+            node = f"{self.path}/{candidate.name}"
+            stat = self.zk.stat(node)
+            if stat is not None and stat.ephemeral_owner == session:
+                log.info("adopted %s after a lost create reply", node)
+                self.czxid = stat.czxid
+                return node
+            try:
+                self.zk.delete(node)
+                log.warning("deleted orphan %s of an earlier session", node)
+            except NoNode:
+                pass
+        return None
+
+    def confirm(
+        self, timeout: float | None = None, also_set: tuple[str, bytes] | None = None
+    ) -> NodeStat | None:
+        """Step 2: the quorum-committed round trip on the own znode (also re-arms its
+        watch). None if the znode is gone or not this session's. NoNode if `also_set`
+        names a node that does not exist."""
+        assert self.node is not None
+        stat, session = self.zk.confirmed_stat(self.node, timeout, also_set)
+        if stat is None or stat.ephemeral_owner != session:
+            return None
+        self.czxid = stat.czxid
+        return stat
+
+    def find_lost_create(self) -> None:
+        """Leaving with a create in doubt: adopt its znode, if any, so that it is deleted
+        too (it would block the election for as long as this process lives)."""
+        if self.node is None and self.attempt_in_doubt is not None:
+            attempt, self.attempt_in_doubt = self.attempt_in_doubt, None
+            self.node = self.recover(attempt)
+
+    def delete(self, deadline: float) -> None:
+        """Step 3: delete the own znode, retrying until the deadline."""
+        node, self.node = self.node, None
+        if node is None:
+            return
+        while True:
+            try:
+                self.zk.delete(node, timeout=max(0.05, deadline - time.monotonic()))
+                log.info("deleted own znode %s", node)
+                return
+            except (NoNode, SessionGone):
+                return
+            except (ConnectionTrouble, NotAuthorized) as error:
+                if time.monotonic() >= deadline:
+                    log.warning("could not delete %s before the deadline: %s", node, error)
+                    return
+                time.sleep(DELETE_RETRY_DELAY)
