@@ -38,6 +38,7 @@ from common import (
     filesystem_type,
     machine,
     precompile,
+    process_cpu_seconds,
     summary,
     write_json,
 )
@@ -46,6 +47,7 @@ from sidecar.lab.candidates import LeaseMonitor, SidecarProcess, leaders, wait_f
 from sidecar.lab.ensemble import Ensemble
 
 IMPLEMENTATIONS = {"leader-sidecar": SidecarProcess, "kazoo-recipe": RecipeProcess}
+QUIET_WINDOW = 0.15  # seconds without CPU use that count as started up
 FILESYSTEMS = {"tmpfs": Path("/dev/shm"), "disk": Path(tempfile.gettempdir())}
 
 
@@ -83,7 +85,23 @@ def measure_round(members: list[SidecarProcess], graceful: bool) -> Round:
     # Restart the stopped candidate with a fresh role directory state; it joins at the back.
     leader.start()
     settle(members)
+    quiet(leader)
     return Round(took, knew)
+
+
+def quiet(member: SidecarProcess, timeout: float = 3.0) -> None:
+    """Wait until a restarted candidate has finished starting up (it used no CPU for a
+    while): the recipe's writes `follower` before it even connects, and neither may burn
+    CPU during the other group's next round."""
+    assert member.process is not None
+    deadline = time.monotonic() + timeout
+    last = process_cpu_seconds(member.process.pid)
+    while time.monotonic() < deadline:
+        time.sleep(QUIET_WINDOW)
+        used = process_cpu_seconds(member.process.pid)
+        if used == last:
+            return
+        last = used
 
 
 def _names(member: SidecarProcess, leader: str) -> bool:
@@ -143,6 +161,8 @@ def run_filesystem(
         results.update(cold_starts(names, ensemble, base, args))
         for name in names:
             groups[name], _, _ = start_group(name, ensemble, base, args, f"bench-{name}")
+        for member in (m for members in groups.values() for m in members):
+            quiet(member)
         ours = groups.get("leader-sidecar", [])
         with LeaseMonitor({m.identity: m.role_dir for m in ours}) as monitor:
             for kind, rounds in (("graceful", args.graceful_rounds), ("crash", crash_rounds)):

@@ -9,7 +9,6 @@ runtime fault: it keeps trying, reports `unknown` and is not ready.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -116,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--namespace", help="namespace of the group's pods (env POD_NAMESPACE)")
     status.add_argument("--kubeconfig", help="kubeconfig outside a cluster (env KUBECONFIG)")
 
-    leave = sub.add_parser("leave", help="make the running sidecar leave the election")
-    leave.add_argument("--http-port", help="the running sidecar's HTTP port (env HTTP_PORT)")
+    leave = sub.add_parser(
+        "leave", help="make the sidecar of this pod leave the election (its control socket)"
+    )
+    leave.add_argument("--role-dir", help="the running sidecar's role directory (env ROLE_DIR)")
 
     demo_parser = sub.add_parser(
         "demo", help="local showcase: ZooKeeper ensemble, five sidecars, failovers")
@@ -207,16 +208,16 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_leave(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    import urllib.error  # here, not at the top: `run` starts faster without them
-    import urllib.request
+    from .control import ControlSocketError, request
 
-    port = validate_port(_pick(args.http_port, env, "HTTP_PORT", 8081), "HTTP port")
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/leave", method="POST", data=b"")
+    role_dir = Path(_pick(args.role_dir, env, "ROLE_DIR", "/var/run/election"))
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            json.loads(response.read() or b"{}")
-    except (urllib.error.URLError, OSError) as error:
-        print(f"{PROG}: cannot reach the sidecar on port {port}: {error}", file=sys.stderr)
+        status = request(role_dir, "/leave")
+    except ControlSocketError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    if status != 202:
+        print(f"{PROG}: the sidecar answered {status} to /leave", file=sys.stderr)
         return 1
     print("left the election")
     return 0

@@ -4,9 +4,11 @@
 `GET /readyz`   200 once the candidate has a verdict and ZooKeeper is connected.
 `GET /role`     the status document (as in `status.json`).
 `GET /metrics`  Prometheus text.
-`POST /leave`   leave the election without exiting (preStop hooks); `GET` works too,
-                because a Kubernetes `httpGet` lifecycle hook can only send GET.
-`POST /rejoin`  volunteer again after `/leave`.
+`/leave`, `/rejoin`  403 here, for every method: they change the election, so they are
+                served only on the control socket inside the pod (`control`), where
+                `POST /leave` leaves the election without exiting (the chart's preStop
+                hook runs `leader-sidecar leave`) and `POST /rejoin` volunteers again;
+                any other method gets 405 there.
 
 The leader-elector drop-in serves `GET /` as `{"name": "<leader identity>"}` on a port of
 its own (4040 in that project's examples).
@@ -19,11 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from .control import CONTROL_ROUTES
 from .state import Role, RoleStatus, ZkState
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,7 @@ def is_ready(status: RoleStatus) -> bool:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: _Server | _UnixServer
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
@@ -86,6 +90,12 @@ class _Server(ThreadingHTTPServer):
     routes_post: dict[str, Route]
 
 
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    routes_get: dict[str, Route]
+    routes_post: dict[str, Route]
+
+
 def sidecar_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]]:
     def healthz(handler: _Handler) -> None:
         ok = sidecar.healthy()
@@ -102,6 +112,22 @@ def sidecar_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]
     def metrics(handler: _Handler) -> None:
         handler._send(200, sidecar.metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
 
+    def forbidden(handler: _Handler) -> None:
+        handler._json(403, {
+            "error": "this route changes the election and is served only on the control "
+                     "socket inside the pod: run `leader-sidecar leave` in the sidecar "
+                     "container"
+        })
+
+    control: dict[str, Route] = dict.fromkeys(CONTROL_ROUTES, forbidden)
+    routes_get: dict[str, Route] = {
+        "/healthz": healthz, "/readyz": readyz, "/role": role, "/metrics": metrics, **control,
+    }
+    return routes_get, control
+
+
+def control_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]]:
+    """The routes of the control socket: POST only."""
     def leave(handler: _Handler) -> None:
         sidecar.leave()
         handler._json(202, {"left": True})
@@ -110,11 +136,13 @@ def sidecar_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]
         sidecar.rejoin()
         handler._json(202, {"rejoined": True})
 
-    routes_get: dict[str, Route] = {
-        "/healthz": healthz, "/readyz": readyz, "/role": role, "/metrics": metrics,
-        "/leave": leave,
-    }
-    return routes_get, {"/leave": leave, "/rejoin": rejoin}
+    def post_only(handler: _Handler) -> None:
+        handler.send_response(405)
+        handler.send_header("Allow", "POST")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return dict.fromkeys(CONTROL_ROUTES, post_only), {"/leave": leave, "/rejoin": rejoin}
 
 
 def elector_routes(current: Callable[[], RoleStatus]) -> dict[str, Route]:
@@ -133,22 +161,28 @@ class HttpServer:
         routes_get: dict[str, Route],
         routes_post: dict[str, Route] | None = None,
     ) -> None:
-        """`listener`: a bound, listening socket (see `runner.listen`), so that a port in use
-        is found before the sidecar becomes a candidate and served once it is one."""
-        self._server = _Server(listener.getsockname()[:2], _Handler, bind_and_activate=False)
+        """`listener`: a bound, listening TCP or Unix socket (see `runner`), so that a port
+        in use is found before the sidecar becomes a candidate and served once it is one."""
+        self._server: _Server | _UnixServer
+        if listener.family == socket.AF_UNIX:
+            self._server = _UnixServer(listener.getsockname(), _Handler, bind_and_activate=False)
+            name = "control"
+        else:
+            self._server = _Server(listener.getsockname()[:2], _Handler, bind_and_activate=False)
+            name = str(listener.getsockname()[1])
         self._server.socket.close()
         self._server.socket = listener
-        port = self.port
         self._server.routes_get = routes_get
         self._server.routes_post = routes_post or {}
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-            name=f"http-{port}", daemon=True,
+            name=f"http-{name}", daemon=True,
         )
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        address = self._server.server_address
+        return int(address[1]) if isinstance(address, tuple) else 0
 
     def start(self) -> HttpServer:
         self._thread.start()

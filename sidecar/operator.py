@@ -10,7 +10,12 @@ only the pods labelled `leader-election/name=<election>` in the own namespace. I
     says `leader` to `follower` and posts a `StaleLeaderLabel` Event on it; a pod whose
     epoch annotation is newer than ours is left alone (then *we* are the stale one);
 (c) on the annotation `leader-election/step-down` on the own pod: if leader, asks the
-    election to step down and posts `SteppedDown`; in any case removes the annotation.
+    election to step down and posts `SteppedDown`; in any case removes the annotation;
+(d) once the own pod is marked for deletion (`deletionTimestamp`), leaves the election at
+    once (posting `LeavingOnDelete`): a successor takes over while the application
+    drains, whatever order the kubelet stops the containers in (a native sidecar stops
+    last) and without any request from outside the pod. The chart's `sleep` preStop hook
+    on the application gives this watch event its time.
 
 What kopf does for us: the list-then-watch of the group's pods with reconnection and
 backoff, server-side label filtering (`settings.watching.label_selectors`) plus the
@@ -61,6 +66,7 @@ from .state import ElectionControl, Role
 log = logging.getLogger(__name__)
 
 STALE_LEADER = "StaleLeaderLabel"
+LEAVING_ON_DELETE = "LeavingOnDelete"
 RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
 STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
 TLS_CLOSE_PAUSE = 0.25
@@ -96,6 +102,7 @@ class Reconciler:
         self.publisher = publisher
         self.group = _Group()
         self._api = core_api(config)
+        self._left_on_delete = False
 
     def close(self) -> None:
         self._api.close()
@@ -113,6 +120,9 @@ class Reconciler:
 
     def own_pod(self, body: Mapping[str, Any], patch: Any) -> None:
         metadata = body.get("metadata", {})
+        if metadata.get("deletionTimestamp"):
+            self.leave_on_delete()
+            return
         annotations = metadata.get("annotations") or {}
         if STEP_DOWN_ANNOTATION in annotations:
             self.step_down(body, annotations[STEP_DOWN_ANNOTATION], patch)
@@ -125,6 +135,19 @@ class Reconciler:
                 status.role.value,
             )
             self.publisher.restore(status)
+
+    def leave_on_delete(self) -> None:
+        if self._left_on_delete:
+            return
+        self._left_on_delete = True
+        status = self.control.current()
+        log.info("own pod is being deleted: leaving the election (was %s)", status.role.value)
+        self.control.leave()
+        self.publisher.post_event(
+            LEAVING_ON_DELETE,
+            f"pod is being deleted: left election {self.config.election!r} "
+            f"(was {status.role.value}) so that a successor takes over while it drains",
+        )
 
     def step_down(self, body: Mapping[str, Any], value: str, patch: Any) -> None:
         # kopf applies `patch` (a merge patch; None removes the key) to this pod after us.

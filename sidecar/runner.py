@@ -21,11 +21,13 @@ server must not delay the successor (it clears a stale `leader` label itself).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 from typing import Any
 
+from . import control
 from .board import StatusBoard
 from .config import Config, ConfigError
 from .election import Election
@@ -53,11 +55,13 @@ class Sidecar:
         initial = RoleStatus(election=config.election, identity=config.identity, zk=ZkState.LOST)
         self.board = StatusBoard(initial, RoleFiles(config.role_dir), self.metrics)
         self.election = Election(config, self.board, self.metrics)
+        self.control: Any = None  # HttpServer on the control socket
         self.http: Any = None  # HttpServer, imported once the election is under way
         self.elector_http: Any = None
         self.kubernetes: Any = None
         self.operator: Any = None
         self._listeners: dict[str, socket.socket] = {}  # bound, not served yet
+        self._control_bound = False
         self._stopped = threading.Event()
         self._leave_lock = threading.Lock()
 
@@ -102,8 +106,13 @@ class Sidecar:
         return self
 
     def _listen(self) -> None:
-        """Bind the HTTP ports before the election: a port in use is a configuration error,
-        found before this sidecar becomes a candidate."""
+        """Bind the control socket and the HTTP ports before the election: a port in use is
+        a configuration error, found before this sidecar becomes a candidate."""
+        try:
+            self._listeners["control"] = control.bind(self.config.role_dir)
+        except control.ControlSocketError as error:
+            raise ConfigError(str(error)) from None
+        self._control_bound = True
         for name, port in (("http", self.config.http_port), ("elector", self.config.elector_port)):
             if not port:
                 continue
@@ -114,8 +123,11 @@ class Sidecar:
                 raise ConfigError(f"cannot serve HTTP on port {port}: {reason}") from None
 
     def _start_http(self) -> None:
-        from .httpapi import HttpServer, elector_routes, sidecar_routes
+        from .httpapi import HttpServer, control_routes, elector_routes, sidecar_routes
 
+        if "control" in self._listeners:
+            get, post = control_routes(self)
+            self.control = HttpServer(self._listeners.pop("control"), get, post).start()
         if "http" in self._listeners:
             get, post = sidecar_routes(self)
             self.http = HttpServer(self._listeners.pop("http"), get, post).start()
@@ -166,7 +178,7 @@ class Sidecar:
         if self.kubernetes is not None:
             self.kubernetes.flush(LABEL_WAIT_ON_STOP)
         self.election.stop()
-        for part in (self.operator, self.kubernetes, self.elector_http, self.http):
+        for part in (self.operator, self.kubernetes, self.elector_http, self.http, self.control):
             if part is not None:
                 try:
                     part.stop()
@@ -174,5 +186,8 @@ class Sidecar:
                     log.exception("stopping %r failed", part)
         for listener in self._listeners.values():
             listener.close()
+        if self._control_bound:
+            with contextlib.suppress(OSError):
+                control.socket_path(self.config.role_dir).unlink()
         self.board.stop()
         log.info("sidecar %s stopped", self.config.identity)

@@ -24,6 +24,7 @@ hand their work off at once; this module does not queue for them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -179,10 +180,18 @@ class ZkSession:
         auth = parse_auth(zk_auth)
         acl = None
         auth_data = None
+        self._shared_acl: list[Any] | None = None
         if auth is not None:
             acl = [
                 make_digest_acl(auth[0], auth[1], all=True),
                 make_acl("world", "anyone", read=True),
+            ]
+            # The parents above an election (`/leader-election`) are shared by every
+            # group, each with credentials of its own: all may read and create there,
+            # nobody else may delete or change.
+            self._shared_acl = [
+                make_digest_acl(auth[0], auth[1], all=True),
+                make_acl("world", "anyone", read=True, create=True),
             ]
             auth_data = [("digest", f"{auth[0]}:{auth[1]}")]
         self.client = KazooClient(
@@ -323,7 +332,16 @@ class ZkSession:
                 self._answered_send = sent
 
     def ensure_path(self, path: str) -> None:
-        self._call(lambda: self.client.ensure_path_async(path))
+        """Create `path` (and its parents) unless it exists. With credentials, `path` gets
+        the group's ACL and the parents above it the shared one (see `__init__`)."""
+        parent = path.rsplit("/", 1)[0]
+        if self._shared_acl is None or not parent or self.stat(path) is not None:
+            self._call(lambda: self.client.ensure_path_async(path))
+            return
+        shared = self._shared_acl
+        self._call(lambda: self.client.ensure_path_async(parent, acl=shared))
+        with contextlib.suppress(NodeExists):  # a peer made it meanwhile
+            self._call(lambda: self.client.create_async(path))
 
     def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> tuple[str, int]:
         """The created node's path and czxid (one request: ZooKeeper's create2). A create is

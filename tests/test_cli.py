@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -164,7 +165,7 @@ def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
     assert "leader_sidecar_publish_seconds_bucket" in text
     (other,) = group.spawn(ensemble.connect_string)
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar", "leave", "--http-port", str(port)],
+        [sys.executable, "-m", "sidecar", "leave", "--role-dir", str(member.role_dir)],
         capture_output=True, text=True, timeout=30, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -174,9 +175,87 @@ def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
     assert member.terminate() == 0
 
 
+def test_nobody_on_the_network_can_make_the_leader_leave(ensemble: Ensemble, group: Group) -> None:
+    """The TCP port refuses the routes that change the election (403, whatever the method
+    and the address); the control socket takes POST only (405)."""
+    port = free_port()
+    (member,) = group.spawn(ensemble.connect_string, http_port=port)
+    assert group.wait_one_leader() is member
+    group.spawn(ensemble.connect_string)
+    assert wait_for(lambda: _get(port, "/healthz")[0] == 200, SLACK)
+    for path in ("/leave", "/rejoin", "/leave?now=1"):
+        for method in ("GET", "POST"):
+            code, body = _get(port, path, method)
+            assert code == 403, (path, method, code)
+            assert b"leader-sidecar leave" in body
+    assert _get(port, "/leave", "PUT")[0] == 501, "no other method either"
+    assert _control(member.role_dir, "GET", "/leave") == 405
+    assert _control(member.role_dir, "HEAD", "/rejoin") == 501
+    assert member.role() == "leader", "none of that changed anything"
+    assert group.wait_one_leader() is member
+    mode = (member.role_dir / "control.sock").stat().st_mode & 0o777
+    assert mode == 0o600, oct(mode)
+
+
+def test_second_sidecar_on_the_same_role_directory_exits_2(
+    ensemble: Ensemble, group: Group, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (member,) = group.spawn(ensemble.connect_string)
+    assert wait_for(lambda: (member.role_dir / "control.sock").exists(), SLACK)
+    argv = ["run", "--zk-hosts", ensemble.connect_string, "--election", group.election,
+            "--no-k8s", "--http-port", "0", "--role-dir", str(member.role_dir)]
+    assert main(argv, {}) == 2
+    assert "another sidecar is running" in capsys.readouterr().err
+    assert (member.role_dir / "control.sock").exists(), "the running one keeps its socket"
+    assert member.terminate() == 0
+    assert not (member.role_dir / "control.sock").exists(), "removed on a graceful stop"
+
+
+def test_leave_without_a_sidecar_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "leave", "--role-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot reach the sidecar" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _control(role_dir: Path, method: str, path: str) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(5)
+        client.connect(str(role_dir / "control.sock"))
+        client.sendall(f"{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        return int(client.recv(1024).split()[1])
+
+
 def test_leader_elector_drop_in(ensemble: Ensemble, group: Group) -> None:
     port = free_port()
     group.spawn(ensemble.connect_string, extra_args=("--elector-port", str(port)))
     leader = group.wait_one_leader()
     assert wait_for(lambda: _get(port, "/")[0] == 200, SLACK)
     assert json.loads(_get(port, "/")[1]) == {"name": leader.identity}
+
+
+def test_control_socket_in_a_role_directory_deeper_than_a_socket_address(tmp_path: Path) -> None:
+    from sidecar import control
+    from sidecar.httpapi import HttpServer, control_routes
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    left = []
+
+    class Sidecar:
+        def leave(self) -> None:
+            left.append(True)
+
+        def rejoin(self) -> None:
+            pass
+
+    server = HttpServer(control.bind(deep), *control_routes(Sidecar())).start()  # type: ignore[arg-type]
+    try:
+        assert len(str(deep / "control.sock")) > control.MAX_SOCKET_PATH
+        assert control.request(deep, "/leave") == 202
+        assert left == [True]
+    finally:
+        server.stop()

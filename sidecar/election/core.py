@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_RELISTS = 20
 ERROR_BACKOFF = 0.2
+RECORD_AFTER_FILES_AT_MOST = 0.05  # seconds a new leader waits for its files before the record
 
 
 class Kind(enum.Enum):
@@ -365,7 +366,11 @@ class Election:
         if self.news.written_epoch == epoch:
             self._schedule_tick()
         else:
-            self._next_tick = time.monotonic()  # write the record now, after the verdict
+            # Write the record now, once the own role files say leader: sent at once, the
+            # request would compete with that write for the interpreter, and the news
+            # for followers can wait a few milliseconds; the application's cannot.
+            self.board.wait_written(RECORD_AFTER_FILES_AT_MOST)
+            self._next_tick = time.monotonic()
 
     def _follow(self, token: int, predecessor: str, first: str) -> bool:
         """Step 5: watch the immediate predecessor only; publish who leads."""

@@ -39,8 +39,9 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "zookeeper-5": {"zookeeper": {"replicas": 5}},
     "plain-sidecar": {"sidecar": {"native": False}},
     "no-persistence": {"zookeeper": {"persistence": {"enabled": False}}},
-    "network-policy": {"networkPolicy": {"enabled": True}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
     "auth": {"zkAuth": {"enabled": True, "credentials": "sidecar:s3cret"}},
+    "auth-off": {"zkAuth": {"enabled": False}},
     "auth-existing-secret": {"zkAuth": {"enabled": True, "existingSecret": "my-zk-creds"}},
     "external-ensemble": {
         "zookeeper": {"enabled": False},
@@ -51,6 +52,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "everything-off": {
         "sidecar": {"native": False},
         "app": {"pdb": {"enabled": False}, "preStopLeave": False},
+        "zkAuth": {"enabled": False},
+        "networkPolicy": {"enabled": False},
         "zookeeper": {"persistence": {"enabled": False}, "pdb": {"enabled": False}},
         "tests": {"enabled": False},
     },

@@ -125,7 +125,8 @@ def schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def is_free_form(path: str) -> bool:
-    """Keys whose content is a Kubernetes type (probes, resource quantities), not ours."""
-    return path.endswith(("Probe", "requests", "limits"))
+    """Keys whose content is a Kubernetes type (probes, resource quantities, a label
+    selector), not ours."""
+    return path.endswith(("Probe", "requests", "limits", "Selector"))
 
 

@@ -246,15 +246,21 @@ def test_sidecar_probes(combination: Manifests) -> None:
 
 
 def test_prestop_hook_makes_the_sidecar_leave_within_the_grace_period(
-    combination: Manifests,
+    combination: Manifests, render: Callable[..., Manifests]
 ) -> None:
     app = combination.container("app")
     sidecar_env = env_of(combination.container("leader-sidecar"))
     if not combination.values.get("app", {}).get("preStopLeave", True):
         assert "lifecycle" not in app
+        assert "lifecycle" not in combination.container("leader-sidecar")
         return
-    hook = app["lifecycle"]["preStop"]["httpGet"]
-    assert hook == {"path": "/leave", "port": int(sidecar_env["HTTP_PORT"])}
+    # The application waits (Kubernetes >= 1.30 has the `sleep` action); the sidecar
+    # leaves through its control socket, never a port.
+    assert app["lifecycle"]["preStop"] == {"sleep": {"seconds": 2}}
+    if not combination.values.get("sidecar", {}).get("native", True):
+        assert "lifecycle" not in render(combination.values, "1.29.0").container("app")
+    sidecar = combination.container("leader-sidecar")
+    assert sidecar["lifecycle"]["preStop"] == {"exec": {"command": ["leader-sidecar", "leave"]}}
     grace = combination.app_pod["terminationGracePeriodSeconds"]
     assert grace >= float(sidecar_env["ZK_SESSION_TIMEOUT"]) + 10
 
@@ -326,17 +332,22 @@ def test_zk_auth_comes_from_a_secret(render: Callable[..., Manifests]) -> None:
     ref = env_of(existing.container("leader-sidecar"))["ZK_AUTH"]["secretKeyRef"]
     assert ref == {"name": "my-zk-creds", "key": "credentials"}
     assert not existing.of_kind("Secret")
-    assert "ZK_AUTH" not in env_of(render({}).container("leader-sidecar"))
-    with pytest.raises(Exception, match=r"zkAuth\.enabled needs"):
-        render({"zkAuth": {"enabled": True}})
+    # On by default, with credentials generated at install (kept across upgrades by
+    # `lookup`, which needs a cluster: tests/e2e checks that part).
+    default = render({})
+    ref = env_of(default.container("leader-sidecar"))["ZK_AUTH"]["secretKeyRef"]
+    generated = default.get("Secret", ref["name"])["stringData"][ref["key"]]
+    user, _, password = generated.partition(":")
+    assert user == "leader-sidecar" and len(password) == 40 and password.isalnum()
+    assert "ZK_AUTH" not in env_of(render({"zkAuth": {"enabled": False}}).container("leader-sidecar"))
 
 
 def test_network_policy_lets_only_the_app_and_the_ensemble_reach_zookeeper(
     render: Callable[..., Manifests],
 ) -> None:
-    assert not render({}).of_kind("NetworkPolicy")
-    manifests = render({"networkPolicy": {"enabled": True}})
-    (policy,) = manifests.of_kind("NetworkPolicy")
+    assert not render({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy")
+    manifests = render({})  # on by default
+    policy = manifests.get("NetworkPolicy", f"{RELEASE}-zookeeper")
     zk_labels = manifests.get("StatefulSet", f"{RELEASE}-zookeeper")["spec"]["selector"][
         "matchLabels"
     ]
@@ -355,7 +366,31 @@ def test_network_policy_lets_only_the_app_and_the_ensemble_reach_zookeeper(
         map(str, [zk_labels, app_selector(manifests), select(quorum_test, zk_labels)])
     )
     external = {"zookeeper": {"enabled": False}, "externalZookeeper": {"hosts": "zk:2181"}}
-    assert not render({**external, "networkPolicy": {"enabled": True}}).of_kind("NetworkPolicy")
+    kinds = render(external).of_kind("NetworkPolicy")
+    assert [p["metadata"]["name"] for p in kinds] == [f"{RELEASE}-app"], "no ensemble of ours"
+
+
+def test_network_policy_admits_the_sidecar_port_only_from_the_release_and_metrics(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render({})
+    policy = manifests.get("NetworkPolicy", f"{RELEASE}-app")
+    assert policy["spec"]["podSelector"]["matchLabels"] == app_selector(manifests)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    app_rule, sidecar_rule = policy["spec"]["ingress"]
+    assert app_rule == {"ports": [{"port": 8080, "protocol": "TCP"}]}, "the app stays open"
+    assert sidecar_rule["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    assert sidecar_rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    extra = [{"ports": [{"port": 9000, "protocol": "TCP"}]}]
+    custom = render({"networkPolicy": {"metricsNamespaceSelector": None, "extraAppIngress": extra}})
+    rules = custom.get("NetworkPolicy", f"{RELEASE}-app")["spec"]["ingress"]
+    assert rules[1]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}
+    ]
+    assert rules[2:] == extra
 
 
 def select(labels: dict[str, str], like: dict[str, str]) -> dict[str, str]:

@@ -9,8 +9,11 @@ import signal
 
 import pytest
 from election_support import SESSION_TIMEOUT
+from kazoo.exceptions import NoAuthError
 
 from sidecar.lab.cluster.release import ChartRelease, wait
+from sidecar.rolefiles import read_status
+from sidecar.state import parse_isoformat_z
 
 SLACK = 30.0  # generous: kubectl and helm calls, restarts with back-off, a busy 2-core box
 # An install waits up to 180 s and an upgrade 240 s; the first test also starts the cluster.
@@ -58,6 +61,23 @@ def test_deleted_leader_hands_over_and_comes_back_as_follower(release: ChartRele
     assert release.roles()[leader] == "follower"
 
 
+def test_deleted_leader_leaves_before_its_application_is_stopped(release: ChartRelease) -> None:
+    """The sidecar leaves on its pod's deletion (its watch and its preStop hook), while the
+    application's `sleep` preStop hook holds its SIGTERM back: the successor leads first."""
+    leader = release.wait_settled(SLACK)
+    release.kubectl("delete", "pod", leader, "--wait=false")
+    successor = release.wait_settled(SLACK, not_=leader)
+    status = read_status(release.runner.role_dir(successor))
+    assert status is not None and status["role"] == "leader"
+    led_at = parse_isoformat_z(str(status["since"])).timestamp()
+    app_stopped_at = release.runner.app_sigterm_at(leader)
+    assert app_stopped_at is not None
+    assert led_at < app_stopped_at, "the successor led before the application got SIGTERM"
+    wait(lambda: "LeavingOnDelete" in release.kubectl(
+        "get", "events", "--field-selector", f"involvedObject.name={leader}",
+        "-o", "jsonpath={.items[*].reason}"), SLACK, "the sidecar said why it left")
+
+
 def test_leader_killed_hard_hands_over_and_restarts_as_follower(release: ChartRelease) -> None:
     leader = release.wait_settled(SLACK)
     release.runner.kill(leader, signal.SIGKILL)
@@ -87,6 +107,7 @@ def test_forged_leader_label_is_put_right(release: ChartRelease) -> None:
 
 def test_upgrade_rolls_and_uninstall_leaves_nothing(release: ChartRelease, zk_client) -> None:
     release.wait_settled(SLACK)
+    secret = release.get_json("secret", f"{release.name}-zk-auth")["data"]["credentials"]
     before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in release.pods()}
     release.upgrade({"app": {"podAnnotations": {"rolled": "yes"}}}, timeout=240)
     after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in release.pods()}
@@ -94,9 +115,18 @@ def test_upgrade_rolls_and_uninstall_leaves_nothing(release: ChartRelease, zk_cl
     assert all(after[name] != before[name] for name in before), "every pod was replaced"
     release.wait_settled(SLACK)
 
+    kept = release.get_json("secret", f"{release.name}-zk-auth")["data"]["credentials"]
+    assert kept == secret, "the generated ZooKeeper credentials survive an upgrade"
+    parent = f"/leader-election/{release.namespace}"
+    acls, _ = zk_client.get_acls(parent)
+    assert {(acl.id.scheme, acl.id.id.split(":")[0]) for acl in acls} == {
+        ("digest", "leader-sidecar"), ("world", "anyone")}
+    candidate = sorted(zk_client.get_children(parent))[0]
+    with pytest.raises(NoAuthError):  # a client without the credentials
+        zk_client.delete(f"{parent}/{candidate}")
+
     release.uninstall()
     wait(lambda: not release.leftovers(), SLACK, "no object of the release is left")
-    parent = f"/leader-election/{release.namespace}"
     wait(lambda: not zk_client.exists(parent) or not zk_client.get_children(parent), SLACK,
          "no znode of the release is left")
 

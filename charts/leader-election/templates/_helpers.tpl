@@ -169,7 +169,4 @@ The same three files the kubelet would inject, at the same path the clients look
 {{- if lt (float64 .Values.app.terminationGracePeriodSeconds) $stop }}
 {{- fail (printf "app.terminationGracePeriodSeconds must be at least election.sessionTimeoutSeconds + 10 (%v) so that a stopping sidecar can leave the election before it is killed" $stop) }}
 {{- end }}
-{{- if and .Values.zkAuth.enabled (not .Values.zkAuth.existingSecret) (not .Values.zkAuth.credentials) }}
-{{- fail "zkAuth.enabled needs zkAuth.existingSecret or zkAuth.credentials (user:password)" }}
-{{- end }}
 {{- end }}

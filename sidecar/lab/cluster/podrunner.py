@@ -22,16 +22,19 @@ container as a local process, the way the kubelet would run it:
   `/var/run/secrets` cannot be per pod;
 - network: the processes share this machine's loopback, so each pod's HTTP port gets a
   free loopback port (`HTTP_PORT`, `HTTP_HOST=127.0.0.1`); `port(pod)` tells which;
-- lifecycle: on the pod's deletionTimestamp the runner calls the application
-  container's preStop `httpGet` hook (as the chart configures it), sends SIGTERM, and
+- lifecycle: on the pod's deletionTimestamp the runner runs the sidecar container's
+  preStop hook (the chart's `exec` of `leader-sidecar leave`), sends SIGTERM, and
   SIGKILL after `terminationGracePeriodSeconds`. Until the process is gone the runner
   holds a finalizer on the pod, so the pod stays Terminating as under a kubelet;
 - restarts: per `restartPolicy` (StatefulSet pods: Always), after a short back-off;
   `kill(pod)` sends SIGKILL, as a crash or an OOM kill would;
 - readiness: kwok sets Ready itself when it marks a pod Running; the runner owns the
-  condition from then on and sets it from the container's readiness probe (`/readyz`,
-  not ready after `failureThreshold` failures in a row, as the kubelet counts), putting
-  it back whenever the pod says otherwise, so EndpointSlices follow the sidecar.
+  condition from then on (never before: that would race kwok's own patch) and sets it
+  from the container's readiness probe (`/readyz`, not ready after `failureThreshold`
+  failures in a row, as the kubelet counts), putting it back whenever the pod says
+  otherwise, so EndpointSlices follow the sidecar;
+- the application container is not run; `app_sigterm_at(pod)` tells when a kubelet
+  would have sent it SIGTERM: when the runner saw the deletion, plus its `sleep` preStop.
 
 Not done (a real kubelet's job, see the kind flow): images, the application container,
 startup and liveness probes, resource limits, security contexts, pod networking.
@@ -62,6 +65,8 @@ from sidecar.lab.cluster.container import ContainerEnvironment, failure_threshol
 from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.lab.ensemble import free_port
 
+ENTRYPOINT = "leader-sidecar"  # the image's console script, in exec hooks
+
 log = logging.getLogger(__name__)
 
 FINALIZER = "lab.leader-sidecar.dev/pod-runner"
@@ -79,6 +84,8 @@ class RunningPod:
     role_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # the running container's, for its exec hooks
+    marked_running: bool = False  # kwok has given the pod its address and phase
     restarts: int = 0
     stopping: bool = False
     ready: bool | None = None
@@ -104,6 +111,7 @@ class PodRunner:
         self.core: Any = kubernetes.client.CoreV1Api(self.client)
         self.environment = ContainerEnvironment(cluster, self.core)
         self.pods: dict[str, RunningPod] = {}
+        self.app_sigterms: dict[str, float] = {}  # pod name -> wall time, of the last stop
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -144,6 +152,11 @@ class PodRunner:
 
     def port(self, name: str) -> int:
         return self._pod(name).port
+
+    def app_sigterm_at(self, name: str) -> float | None:
+        """Wall time at which the pod's application container would have got SIGTERM in
+        its last stop (after its preStop `sleep`), or None if it was not stopped."""
+        return self.app_sigterms.get(name)
 
     def role_dir(self, name: str) -> Path:
         return self._pod(name).role_dir
@@ -197,6 +210,7 @@ class PodRunner:
             if pod.metadata.deletion_timestamp is None and pod.spec.node_name:
                 self._launch(pod)
             return
+        known.marked_running = known.marked_running or _marked_running(pod)
         if pod.metadata.deletion_timestamp is not None and not known.stopping:
             self._begin_stop(known, pod)
         elif _ready_condition(pod) != known.ready:
@@ -216,7 +230,7 @@ class PodRunner:
         role_dir = self.tmpfs / pod.metadata.uid
         role_dir.mkdir(parents=True, exist_ok=True)
         running = RunningPod(pod.metadata.name, pod.metadata.uid, directory, role_dir,
-                             free_port())
+                             free_port(), marked_running=_marked_running(pod))
         with self._lock:
             self.pods[running.uid] = running
         running.thread = threading.Thread(target=self._supervise, args=(running, pod),
@@ -248,6 +262,7 @@ class PodRunner:
         assert container is not None
         env = self.environment.environment(pod, container, running.directory, running.role_dir,
                                            running.port)
+        running.env = env
         command = [sys.executable, "-m", "sidecar", *(container.args or [])]
         with running.lock, (running.directory / "sidecar.log").open("ab") as out:
             if running.stopping or self._stopping.is_set():
@@ -267,7 +282,9 @@ class PodRunner:
         running.failures = 0 if ready else running.failures + 1
         if not ready and running.ready is not None and running.failures < failure_threshold:
             return  # a slow answer on a busy machine: the kubelet would not flip yet
-        if ready == running.ready or running.stopping:
+        if ready == running.ready or running.stopping or not running.marked_running:
+            # Before kwok has marked the pod Running, a status patch of ours would race
+            # kwok's own (it then plays its stage twice and the apiserver refuses it).
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         status = "True" if ready else "False"
@@ -288,6 +305,7 @@ class PodRunner:
 
     def _stop_pod(self, running: RunningPod, pod: Any, grace: float) -> None:
         started = time.monotonic()
+        self.app_sigterms[running.name] = time.time() + _app_sleep(pod)
         self._pre_stop(running, pod)
         self._terminate(running, grace=max(0.0, grace - (time.monotonic() - started)))
         self._release(running)
@@ -296,14 +314,29 @@ class PodRunner:
         shutil.rmtree(running.role_dir, ignore_errors=True)
 
     def _pre_stop(self, running: RunningPod, pod: Any) -> None:
-        """The application container's preStop httpGet hook, if it aims at the sidecar."""
-        for container in pod.spec.containers or []:
-            hook = container.lifecycle.pre_stop if container.lifecycle else None
-            if hook is None or hook.http_get is None:
-                continue
-            url = f"http://127.0.0.1:{running.port}{hook.http_get.path or '/'}"
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(url, timeout=5).close()
+        """The sidecar container's preStop hook: `exec` runs in the container's environment
+        (`leader-sidecar` is `python -m sidecar`, as for the entrypoint); an `httpGet` hook
+        (charts before the control socket) goes to the sidecar's port, as the kubelet
+        sends it from outside the pod. The application container is not run here: its
+        hook (the chart's `sleep`) only delays its own SIGTERM."""
+        container = sidecar_container(pod)
+        hook = container.lifecycle.pre_stop if container and container.lifecycle else None
+        if hook is not None and hook.var_exec is not None and hook.var_exec.command:
+            command = list(hook.var_exec.command)
+            if command[0] == ENTRYPOINT:
+                command = [sys.executable, "-m", "sidecar", *command[1:]]
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired), (
+                running.directory / "prestop.log"
+            ).open("ab") as out:
+                subprocess.run(command, env=running.env, stdout=out, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, cwd=running.directory, timeout=30,
+                               check=False)
+        for app in pod.spec.containers or []:
+            app_hook = app.lifecycle.pre_stop if app.lifecycle else None
+            if app_hook is not None and app_hook.http_get is not None:
+                url = f"http://127.0.0.1:{running.port}{app_hook.http_get.path or '/'}"
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(url, timeout=5).close()
 
     @staticmethod
     def _mark_stopping(running: RunningPod) -> subprocess.Popen[bytes] | None:
@@ -348,6 +381,20 @@ def _wait_or_kill(process: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+
+
+def _app_sleep(pod: Any) -> float:
+    """Seconds of the application containers' preStop `sleep` hooks (the longest)."""
+    seconds = 0.0
+    for container in pod.spec.containers or []:
+        hook = container.lifecycle.pre_stop if container.lifecycle else None
+        if hook is not None and hook.sleep is not None:
+            seconds = max(seconds, float(hook.sleep.seconds))
+    return seconds
+
+
+def _marked_running(pod: Any) -> bool:
+    return bool(pod.status and pod.status.phase == "Running" and pod.status.pod_ip)
 
 
 def _ready_condition(pod: Any) -> bool | None:
