@@ -111,8 +111,20 @@ def test_unreachable_zookeeper_is_not_an_error(tmp_path: Path, group: Group) -> 
     assert member.terminate() == 0
 
 
-def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: it only picks a route
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def _get(
+    port: int, path: str, method: str = "GET", host: str = "127.0.0.1"
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://{host}:{port}{path}", method=method)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read()
@@ -189,6 +201,9 @@ def test_nobody_on_the_network_can_make_the_leader_leave(ensemble: Ensemble, gro
             assert code == 403, (path, method, code)
             assert b"leader-sidecar leave" in body
     assert _get(port, "/leave", "PUT")[0] == 501, "no other method either"
+    outside = _non_loopback_address()
+    if outside is not None:  # from another address of this machine, as another pod would
+        assert _get(port, "/leave", "POST", host=outside)[0] == 403
     assert _control(member.role_dir, "GET", "/leave") == 405
     assert _control(member.role_dir, "HEAD", "/rejoin") == 501
     assert member.role() == "leader", "none of that changed anything"
