@@ -1,9 +1,12 @@
 """leader-sidecar: ZooKeeper leader election for the pods of a StatefulSet.
 
 Layers, imports pointing one way only:
-state, config  <-  zk (the only kazoo import)  <-  lease, election
-state, config  <-  rolefiles, metrics, httpapi, k8s (the only kubernetes import), operator
+state, config  <-  zk (the only kazoo import)  <-  election/ (candidacy, lease, record, core)
+state, config  <-  rolefiles, metrics, control, httpapi, kubeapi (the only HTTP client of
+                   the API), k8s, operator (the only kopf import)
 everything     <-  runner (composition)  <-  cli
+lab/ stands in for the world (ensemble, fault proxy, processes, local cluster); the
+sidecar itself never imports it.
 """
 
 __version__ = "0.1.0"

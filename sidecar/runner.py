@@ -1,11 +1,13 @@
 """The composition root: one running sidecar, from a `Config` to a stopped process.
 
-Start order: role files (`unknown` at once, so the application never reads a stale role
-from an earlier container), status writer, Kubernetes publisher (when enabled), the
-election; then, after its first verdict or at most `FACES_AFTER_AT_MOST`, HTTP and the
-operator. Their imports cost CPU the first election should not wait for; until then the
-probes find no port (the kubelet retries) and step-down annotations wait for the operator,
-which reads the pods it watches when it starts.
+Start order: the status writer (it writes `unknown` at once, so the application never
+reads a stale role from an earlier container, unless the first verdict is already there),
+the control socket and HTTP ports (bound, not served), the Kubernetes publisher (when
+enabled), the election; then, after its first verdict or at most `FACES_AFTER_AT_MOST`,
+the HTTP face, the control socket and the operator. Their imports cost CPU the first
+election should not wait for; until then a probe or `leader-sidecar leave` waits in the
+listen queue, and step-down annotations wait for the operator, which reads the pods it
+watches when it starts.
 
 Graceful stop (SIGTERM, SIGINT), in this order, each step bounded in time:
 1. demote: `unknown` into the role files (waited for), then the pod label is requested;
@@ -88,8 +90,9 @@ class Sidecar:
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        self.board.start()
-        self.board.wait_written(2.0)
+        self.board.start()  # writes `unknown` while the election connects (no wait: on a
+        # disk the two fsyncs would delay the first verdict; a verdict that comes first is
+        # simply the first thing written)
         self._listen()
         self._start_publisher()
         self.election.start()
