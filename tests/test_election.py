@@ -129,10 +129,13 @@ def test_own_znode_deleted_by_hand(ensemble: Ensemble, group: Group, zk_client: 
 
 
 def test_election_parent_deleted(ensemble: Ensemble, group: Group, zk_client: object) -> None:
-    group.spawn(ensemble.connect_string, count=3)
+    # A parent of its own: the shared /leader-election may carry another test's ACL (a
+    # release with credentials lets everyone create there, nobody delete).
+    parent = f"/parent-{group.election}"
+    group.spawn(ensemble.connect_string, count=3, extra_args=("--election-parent", parent))
     old = group.wait_one_leader()
     old_epoch = old.status()["epoch"]  # type: ignore[index]
-    path = f"/leader-election/{group.election}"
+    path = f"{parent}/{group.election}"
     from kazoo.exceptions import NotEmptyError
 
     # Candidates re-volunteer while the children are deleted, so the final delete of the
