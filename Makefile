@@ -5,8 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 CLUSTER := $(PY) -m sidecar.lab.cluster
+# The chart scanner (checkov) lives in a venv of its own: it pins dozens of packages that
+# must not decide the versions the sidecar and its tests run with.
+SCAN_VENV  ?= .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
 
 .PHONY: help venv zookeeper go cluster-tools cluster-up cluster-down lint test bench demo \
+        scan scan-tools \
         demo-cluster \
         kind-up kind-failover kind-down clean
 
@@ -16,6 +21,7 @@ help:
 	@echo "make demo-cluster   the chart on the local control plane, leader pods deleted live"
 	@echo "make lint           ruff + mypy --strict"
 	@echo "make bench          failover benchmarks (prints numbers)"
+	@echo "make scan           checkov over the rendered chart (zero failed checks)"
 	@echo "make cluster-tools  build kube-apiserver, etcd, kwok, kubectl, helm ... from tools/cluster (once)"
 	@echo "make cluster-up     local control plane (kwokctl, binary runtime); prints export KUBECONFIG=..."
 	@echo "make cluster-down   stop it and remove what it made"
@@ -57,7 +63,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check sidecar tests bench
 	$(VENV)/bin/mypy --strict sidecar
 
-test: $(STAMP) zookeeper cluster-tools
+$(SCAN_STAMP):
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet --upgrade pip
+	$(SCAN_VENV)/bin/pip install --quiet 'checkov>=3.2'
+	touch $(SCAN_STAMP)
+
+scan-tools: $(SCAN_STAMP)
+
+# checkov over the chart as helm renders it (the test suite runs the same scan).
+scan: $(STAMP) cluster-tools scan-tools
+	$(PY) -m pytest -q tests/chart/test_chart_scan.py
+
+test: $(STAMP) zookeeper cluster-tools scan-tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP) zookeeper

@@ -98,6 +98,7 @@ def test_default_release_has_the_expected_objects(default: Manifests) -> None:
             ("Secret", f"{RELEASE}-zk-auth"),
             ("NetworkPolicy", f"{RELEASE}-zookeeper"),
             ("NetworkPolicy", f"{RELEASE}-app"),
+            ("NetworkPolicy", f"{RELEASE}-tests"),
             ("Pod", f"{RELEASE}-test-zookeeper-quorum"),
             ("Pod", f"{RELEASE}-test-one-leader"),
             ("Pod", f"{RELEASE}-test-leader-service"),

@@ -367,7 +367,8 @@ def test_network_policy_lets_only_the_app_and_the_ensemble_reach_zookeeper(
     )
     external = {"zookeeper": {"enabled": False}, "externalZookeeper": {"hosts": "zk:2181"}}
     kinds = render(external).of_kind("NetworkPolicy")
-    assert [p["metadata"]["name"] for p in kinds] == [f"{RELEASE}-app"], "no ensemble of ours"
+    names = sorted(p["metadata"]["name"] for p in kinds)
+    assert names == [f"{RELEASE}-app", f"{RELEASE}-tests"], "no ensemble of ours"
 
 
 def test_network_policy_admits_the_sidecar_port_only_from_the_release_and_metrics(
