@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .config import (
     DEFAULT_PARENT,
+    DEFAULT_ROLE_DIR,
     Config,
     ConfigError,
     default_identity,
@@ -151,7 +152,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     elector_port = validate_port(_pick(args.elector_port, env, "ELECTOR_PORT", 0), "elector port")
     if elector_port and elector_port == http_port:
         raise ConfigError(f"elector port {elector_port} is the HTTP port too")
-    role_dir = validate_role_dir(Path(_pick(args.role_dir, env, "ROLE_DIR", "/var/run/election")))
+    role_dir = validate_role_dir(Path(_pick(args.role_dir, env, "ROLE_DIR", DEFAULT_ROLE_DIR)))
     return Config(
         zk_hosts=zk_hosts,
         election=election,
@@ -210,7 +211,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_leave(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .control import ControlSocketError, request
 
-    role_dir = Path(_pick(args.role_dir, env, "ROLE_DIR", "/var/run/election"))
+    role_dir = Path(_pick(args.role_dir, env, "ROLE_DIR", DEFAULT_ROLE_DIR))
     try:
         status = request(role_dir, "/leave")
     except ControlSocketError as error:
@@ -226,7 +227,7 @@ def cmd_leave(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_demo_app(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .demoapp import run
 
-    role_dir = Path(_pick(args.role_dir, env, "ROLE_DIR", "/var/run/election"))
+    role_dir = Path(_pick(args.role_dir, env, "ROLE_DIR", DEFAULT_ROLE_DIR))
     return run(role_dir, port=validate_port(args.port, "port"))
 
 

@@ -29,6 +29,7 @@ LABEL_KEY_RE = re.compile(
 MIN_SESSION_TIMEOUT = 1.0
 MAX_SESSION_TIMEOUT = 600.0
 DEFAULT_PARENT = "/leader-election"
+DEFAULT_ROLE_DIR = Path("/var/run/election")
 
 
 class ConfigError(Exception):
@@ -41,7 +42,7 @@ class Config:
     election: str
     identity: str
     namespace: str | None = None
-    role_dir: Path = Path("/var/run/election")
+    role_dir: Path = DEFAULT_ROLE_DIR
     session_timeout: float = 6.0
     role_label: str = "role"
     http_port: int = 8081
