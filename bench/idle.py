@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "kube"))
 
-from cluster_support import cluster_namespace
 from common import RESULTS, machine, process_cpu_seconds, process_rss_mb, write_json
 
 from sidecar.k8s import GROUP_LABEL
 from sidecar.lab.candidates import SidecarProcess, wait_for
+from sidecar.lab.cluster.namespace import cluster_namespace
 from sidecar.lab.ensemble import Ensemble
 
 

@@ -180,9 +180,10 @@ class LeaseMonitor:
         for identity, role_dir in self.role_dirs.items():
             document = read_status(role_dir)
             if document is not None:
-                self._observe(identity, document)
+                self.observe(identity, document)
 
-    def _observe(self, identity: str, document: dict[str, object]) -> None:
+    def observe(self, identity: str, document: dict[str, object]) -> None:
+        """One status document of `identity`, in the order it was read."""
         since = parse_isoformat_z(str(document["since"])) if document.get("since") else None
         if since is None:
             return

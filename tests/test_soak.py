@@ -1,0 +1,161 @@
+"""The chaos soak: its schedule replays from the seed, its checker catches what it must,
+and a two-minute soak on the real parts ends with no violation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sidecar.lab.cluster.control_plane import LocalCluster
+from sidecar.lab.soak import analysis
+from sidecar.lab.soak.__main__ import main as soak_main
+from sidecar.lab.soak.checker import Checker
+from sidecar.lab.soak.run import SoakOptions, run_soak
+from sidecar.lab.soak.schedule import KINDS, ScheduleError, kinds_for, make_schedule
+from sidecar.rolefiles import RoleFiles
+from sidecar.state import Role, RoleStatus
+
+SHORT_SOAK_SEED = 11
+
+# --- the schedule ---------------------------------------------------------------------------
+
+
+def test_same_seed_same_schedule_other_seed_other_schedule():
+    kinds = kinds_for(kubernetes=True)
+    first = make_schedule(7, 3600, kinds)
+    assert first == make_schedule(7, 3600, kinds)
+    assert first != make_schedule(8, 3600, kinds)
+    assert sum(episode.planned for episode in first) >= 3600
+    kinds_seen = {fault.kind for episode in first for fault in episode.faults}
+    assert kinds_seen == set(KINDS), "an hour tries every kind of fault"
+    overlapping = [e for e in first if len(e.faults) > 1]
+    assert len(overlapping) > len(first) / 4, "faults overlap, not only one at a time"
+
+
+def test_faults_of_one_episode_touch_different_parts():
+    for episode in make_schedule(3, 1200, kinds_for(kubernetes=True)):
+        families = [fault.family for fault in episode.faults]
+        assert len(families) == len(set(families))
+
+
+def test_freezes_fall_short_of_and_past_the_session_timeout():
+    faults = [f for e in make_schedule(5, 3600, kinds_for(kubernetes=False), 2.0)
+              for f in e.faults]
+    assert all(f.hold < 2.0 for f in faults if f.kind == "freeze-short")
+    assert all(f.hold > 2.0 for f in faults if f.kind == "freeze-long")
+
+
+def test_without_kubernetes_no_kubernetes_faults():
+    assert not [k for k in kinds_for(kubernetes=False) if KINDS[k].kubernetes]
+
+
+def test_unknown_fault_kind_is_one_line_and_status_2(capsys):
+    with pytest.raises(ScheduleError, match="unknown fault kinds: nope"):
+        kinds_for(kubernetes=True, only=["kill", "nope"])
+    with pytest.raises(SystemExit) as exit_info:
+        soak_main(["--seconds", "-3"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("must be above 0: '-3'")
+    assert soak_main(["--kinds", "nope", "--out", "/nonexistent/never-made"]) == 2
+
+
+# --- the checker catches what it must -------------------------------------------------------
+
+
+def _status(identity: str, role: Role, epoch: int | None, lease_seconds: float) -> RoleStatus:
+    now = dt.datetime.now(dt.UTC)
+    return RoleStatus("soak", identity, role, leader=identity if role is Role.LEADER else None,
+                      epoch=epoch, since=now,
+                      lease_expires=now + dt.timedelta(seconds=lease_seconds)
+                      if role is Role.LEADER else None)
+
+
+def _check_for(role_dirs: dict[str, Path], seconds: float, act: object) -> dict[str, object]:
+    checker = Checker(role_dirs, labels=None)
+    stop = threading.Event()
+    thread = threading.Thread(target=checker.run, args=(stop,))
+    thread.start()
+    try:
+        assert callable(act)
+        act()
+        time.sleep(seconds)
+    finally:
+        stop.set()
+        thread.join(5)
+    return checker.report()
+
+
+def test_checker_sees_two_unexpired_leases(tmp_path):
+    dirs = {name: tmp_path / name for name in ("a", "b")}
+    for path in dirs.values():
+        path.mkdir()
+    RoleFiles(dirs["a"]).write(_status("a", Role.LEADER, 10, 5))
+
+    def second_leader() -> None:
+        time.sleep(0.05)
+        RoleFiles(dirs["b"]).write(_status("b", Role.LEADER, 11, 5))
+
+    report = _check_for(dirs, 0.2, second_leader)
+    assert report["two_lease_samples"] > 0
+    assert report["overlapping_terms"]
+    assert report["rate_hz"] > analysis.MIN_RATE_HZ
+
+
+def test_checker_ignores_an_expired_lease_and_sees_torn_and_lost_files(tmp_path):
+    dirs = {name: tmp_path / name for name in ("a", "b")}
+    for path in dirs.values():
+        path.mkdir()
+    RoleFiles(dirs["a"]).write(_status("a", Role.LEADER, 10, -1))  # a frozen old leader
+
+    def tamper() -> None:
+        RoleFiles(dirs["b"]).write(_status("b", Role.LEADER, 11, 5))
+        time.sleep(0.05)
+        (dirs["a"] / "status.json").write_text('{"role": "lea')
+        (dirs["b"] / "role").unlink()
+
+    report = _check_for(dirs, 0.2, tamper)
+    assert report["two_lease_samples"] == 0
+    assert report["torn"] > 0
+    assert report["lost"] > 0
+
+
+# --- the verdict ----------------------------------------------------------------------------
+
+
+def test_recovery_is_measured_from_the_heal():
+    changes = [(0.0, True), (10.0, False), (12.5, True)]
+    assert analysis.recovery_after(changes, 5.0) == 0.0
+    assert analysis.recovery_after(changes, 11.0) == pytest.approx(1.5)
+    assert analysis.recovery_after([(0.0, False)], 1.0) is None
+
+
+def test_epochs_must_grow_from_one_leader_to_the_next():
+    def term(identity: str, start: float, epoch: int | None) -> dict[str, object]:
+        return {"identity": identity, "start": start, "epoch": epoch}
+
+    resumed = [term("a", 1, 5), term("a", 2, 5), term("b", 3, 7)]
+    assert analysis.epoch_regressions(resumed) == []
+    assert len(analysis.epoch_regressions([term("a", 1, 5), term("b", 2, 5)])) == 1
+    assert len(analysis.epoch_regressions([term("a", 1, 7), term("b", 2, 5)])) == 1
+    assert len(analysis.epoch_regressions([term("a", 1, None)])) == 1
+
+
+# --- the soak on the real parts -------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_two_minute_soak_has_no_violation(cluster: LocalCluster, tmp_path: Path):
+    report = run_soak(SoakOptions(out=tmp_path / "soak", seconds=120, seed=SHORT_SOAK_SEED),
+                      cluster=cluster, say=lambda line: print(line, flush=True))
+    print(analysis.table(report))
+    assert report["passed"], json.dumps(report["violations"])
+    families = {KINDS[kind].family for kind in report["faults"]}
+    assert families == {"process", "zookeeper", "network", "kubernetes"}
+    assert report["terms"] >= 2, "leadership changed hands during the soak"
+    assert report["no_leader"]["never"] == 0
+    assert report["one_label"]["never"] == 0
