@@ -11,7 +11,7 @@ SCAN_VENV  ?= .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
 
 .PHONY: help venv zookeeper go cluster-tools cluster-up cluster-down lint test bench demo \
-        scan scan-tools \
+        scan scan-tools soak \
         demo-cluster \
         kind-up kind-failover kind-down clean
 
@@ -22,6 +22,7 @@ help:
 	@echo "make lint           ruff + mypy --strict"
 	@echo "make bench          failover benchmarks (prints numbers)"
 	@echo "make scan           checkov over the rendered chart (zero failed checks)"
+	@echo "make soak           random faults for SOAK_SECONDS (600) from SOAK_SEED (1), checked"
 	@echo "make cluster-tools  build kube-apiserver, etcd, kwok, kubectl, helm ... from tools/cluster (once)"
 	@echo "make cluster-up     local control plane (kwokctl, binary runtime); prints export KUBECONFIG=..."
 	@echo "make cluster-down   stop it and remove what it made"
@@ -74,6 +75,13 @@ scan-tools: $(SCAN_STAMP)
 # checkov over the chart as helm renders it (the test suite runs the same scan).
 scan: $(STAMP) cluster-tools scan-tools
 	$(PY) -m pytest -q tests/chart/test_chart_scan.py
+
+# The chaos soak: a seeded schedule of faults against a real ensemble, sidecars and control
+# plane, watched by an independent checker; exits 1 on any violation. Same seed, same schedule.
+SOAK_SECONDS ?= 600
+SOAK_SEED    ?= 1
+soak: $(STAMP) zookeeper cluster-tools
+	$(PY) -m sidecar.lab.soak --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED)
 
 test: $(STAMP) zookeeper cluster-tools scan-tools
 	$(PY) -m pytest -q

@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import (
@@ -25,9 +25,17 @@ from .config import (
     Config,
     ConfigError,
     default_identity,
-    env_flag,
+    parse_bool,
+    parse_int,
+    parse_number,
     validate_election,
     validate_election_parent,
+    validate_http_host,
+    validate_identity,
+    validate_kubeconfig,
+    validate_log_level,
+    validate_namespace,
+    validate_path_text,
     validate_port,
     validate_role_dir,
     validate_role_label,
@@ -37,6 +45,13 @@ from .config import (
 )
 
 PROG = "leader-sidecar"
+MAX_MESSAGE = 400  # characters of an error line
+MAX_DEMO_CANDIDATES = 50
+MAX_DEMO_ROUNDS = 1_000_000
+MAX_DEMO_INTERVAL = 3600.0
+DEMO_TICK_MS = (10, 10_000)
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -143,34 +158,166 @@ def _pick(value: Any, env: Mapping[str, str], name: str, default: Any = None) ->
     return env.get(name, default) if env.get(name, "") != "" else default
 
 
+class _Options:
+    """Values of flags and their variables, checked with the name of their source in any
+    error: `--http-port: HTTP port '1.5' is not a whole number in [0, 65535]`."""
+
+    def __init__(self, args: argparse.Namespace, env: Mapping[str, str]) -> None:
+        self.args = args
+        self.env = env
+
+    def get(
+        self, dest: str, var: str | None, check: Callable[[Any], T], default: Any = None
+    ) -> T:
+        value = getattr(self.args, dest, None)
+        where = "--" + dest.replace("_", "-")
+        if value is None:
+            if var is not None and self.env.get(var, "") != "":
+                value, where = self.env[var], var
+            else:
+                value, where = default, ""
+        return _checked(where, check, value)
+
+
+def _checked(where: str, check: Callable[[Any], T], value: Any) -> T:
+    try:
+        return check(value)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
+
+
 def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    zk_hosts = validate_zk_hosts(_pick(args.zk_hosts, env, "ZK_HOSTS"))
-    election = validate_election(_pick(args.election, env, "ELECTION_NAME"))
-    timeout = validate_session_timeout(_pick(args.session_timeout, env, "ZK_SESSION_TIMEOUT", 6))
-    identity = _pick(args.identity, env, "POD_NAME") or default_identity(env)
-    http_port = validate_port(_pick(args.http_port, env, "HTTP_PORT", 8081), "HTTP port")
-    elector_port = validate_port(_pick(args.elector_port, env, "ELECTOR_PORT", 0), "elector port")
+    """The `run` configuration from its flags and the environment; `ConfigError` (one line
+    naming the flag or variable) for anything that can be checked without the network."""
+    options = _Options(args, env)
+    zk_hosts = options.get("zk_hosts", "ZK_HOSTS", validate_zk_hosts)
+    election = options.get("election", "ELECTION_NAME", validate_election)
+    timeout = options.get("session_timeout", "ZK_SESSION_TIMEOUT", validate_session_timeout, 6)
+    http_port = options.get("http_port", "HTTP_PORT", lambda v: validate_port(v, "HTTP port"), 8081)
+    elector_port = options.get(
+        "elector_port", "ELECTOR_PORT", lambda v: validate_port(v, "elector port"), 0
+    )
     if elector_port and elector_port == http_port:
-        raise ConfigError(f"elector port {elector_port} is the HTTP port too")
-    role_dir = validate_role_dir(Path(_pick(args.role_dir, env, "ROLE_DIR", DEFAULT_ROLE_DIR)))
+        raise ConfigError(
+            f"elector port {elector_port} is the HTTP port too (--elector-port/ELECTOR_PORT, "
+            "--http-port/HTTP_PORT)"
+        )
+    http_host = options.get("http_host", "HTTP_HOST", validate_http_host, "0.0.0.0")
+    namespace = options.get("namespace", "POD_NAMESPACE", validate_namespace)
+    k8s_enabled = not (args.no_k8s or parse_bool(env.get("K8S_DISABLED"), "K8S_DISABLED"))
+    if args.identity:
+        identity, where = args.identity, "--identity"
+    elif env.get("POD_NAME"):
+        identity, where = env["POD_NAME"], "POD_NAME"
+    else:
+        identity, where = default_identity(env), "host name"
+    identity = _checked(
+        where, lambda v: validate_identity(v, k8s_enabled and namespace is not None), identity
+    )
+    role_label = options.get("role_label", "ROLE_LABEL", validate_role_label, "role")
+    zk_auth = options.get("zk_auth", "ZK_AUTH", validate_zk_auth)
+    election_parent = options.get(
+        "election_parent", "ELECTION_PARENT", validate_election_parent, DEFAULT_PARENT
+    )
+    kubeconfig = options.get("kubeconfig", "KUBECONFIG", validate_kubeconfig)
+    log_level = options.get("log_level", "LOG_LEVEL", validate_log_level)
+    role_dir = options.get("role_dir", "ROLE_DIR", _role_dir, str(DEFAULT_ROLE_DIR))
     return Config(
         zk_hosts=zk_hosts,
         election=election,
         identity=identity,
-        namespace=_pick(args.namespace, env, "POD_NAMESPACE"),
+        namespace=namespace,
         role_dir=role_dir,
         session_timeout=timeout,
-        role_label=validate_role_label(_pick(args.role_label, env, "ROLE_LABEL", "role")),
+        role_label=role_label,
         http_port=http_port,
-        http_host=_pick(args.http_host, env, "HTTP_HOST", "0.0.0.0"),
-        k8s_enabled=not (args.no_k8s or env_flag(env.get("K8S_DISABLED"))),
-        zk_auth=validate_zk_auth(_pick(args.zk_auth, env, "ZK_AUTH")),
-        election_parent=validate_election_parent(
-            _pick(args.election_parent, env, "ELECTION_PARENT", DEFAULT_PARENT)
-        ),
-        kubeconfig=_pick(args.kubeconfig, env, "KUBECONFIG"),
+        http_host=http_host,
+        k8s_enabled=k8s_enabled,
+        zk_auth=zk_auth,
+        election_parent=election_parent,
+        kubeconfig=kubeconfig,
         elector_port=elector_port,
+        log_level=log_level,
     )
+
+
+def _role_dir(value: str) -> Path:
+    """Created if missing (`run` writes it); last, so that bad input creates nothing."""
+    return validate_role_dir(Path(validate_path_text(value, "role directory")))
+
+
+def _role_dir_path(value: str) -> Path:
+    """A role directory that a command only reads or connects to: not created."""
+    return Path(validate_path_text(value, "role directory"))
+
+
+def _check_status(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """What `status` reads (sidecar/status.py), with its empty-flag-means-unset rule, so
+    that bad input fails before a ZooKeeper session is opened."""
+    unset = argparse.Namespace(
+        **{key: (value if value != "" else None) for key, value in vars(args).items()}
+    )
+    options = _Options(unset, env)
+    options.get("zk_hosts", "ZK_HOSTS", validate_zk_hosts)
+    options.get("election", "ELECTION_NAME", validate_election)
+    options.get("election_parent", "ELECTION_PARENT", validate_election_parent, DEFAULT_PARENT)
+    options.get("zk_auth", "ZK_AUTH", validate_zk_auth)
+    options.get("session_timeout", None, validate_session_timeout, 6)
+    namespace = options.get("namespace", "POD_NAMESPACE", validate_namespace)
+    options.get("kubeconfig", "KUBECONFIG", validate_kubeconfig)
+    if args.kubernetes and namespace is None:
+        raise ConfigError("--kubernetes needs --namespace or POD_NAMESPACE")
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    _checked("--rounds", lambda v: parse_int(v, "rounds", 0, MAX_DEMO_ROUNDS), args.rounds)
+    _checked(
+        "--candidates", lambda v: parse_int(v, "candidates", 2, MAX_DEMO_CANDIDATES),
+        args.candidates,
+    )
+    _checked(
+        "--interval",
+        lambda v: parse_number(v, "interval", 0, MAX_DEMO_INTERVAL, unit=" (seconds)"),
+        args.interval,
+    )
+    _checked("--session-timeout", validate_session_timeout, args.session_timeout)
+    _checked("--tick-ms", lambda v: parse_int(v, "tick time (ms)", *DEMO_TICK_MS), args.tick_ms)
+
+
+def check_arguments(args: argparse.Namespace, env: Mapping[str, str]) -> Config | None:
+    """Everything about the command line and the environment that can be checked without
+    starting anything; `ConfigError` otherwise. The configuration of `run`, else None."""
+    options = _Options(args, env)
+    if args.command == "run":
+        return build_config(args, env)
+    if args.command == "status":
+        _check_status(args, env)
+    elif args.command in ("leave", "demo-app"):
+        options.get("role_dir", "ROLE_DIR", _role_dir_path, str(DEFAULT_ROLE_DIR))
+        if args.command == "demo-app":
+            options.get("port", None, lambda v: validate_port(v, "port"))
+    elif args.command == "demo":
+        _check_demo(args)
+    return None
+
+
+def configure(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.Namespace:
+    """Parse and check `argv` and `env`, starting nothing (the role directory of `run` is
+    created). Raises `UsageError` or `ConfigError`, which `main` reports with status 2.
+    `args.config` is the `Config` of `run`, None for the other commands."""
+    args = parse_arguments(argv)
+    args.config = check_arguments(args, env)
+    return args
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """`build_parser().parse_args`, minus an argparse quirk (before Python 3.13): the value
+    of `--flag=--` is an empty list, which every check after it would trip on."""
+    args = build_parser().parse_args(argv)
+    for dest, value in vars(args).items():
+        if isinstance(value, list):  # no flag here takes several values
+            raise UsageError(f"argument --{dest.replace('_', '-')}: expected one argument")
+    return args
 
 
 def _setup_logging(level: str | None) -> None:
@@ -183,8 +330,8 @@ def _setup_logging(level: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    config = build_config(args, env)
-    _setup_logging(_pick(args.log_level, env, "LOG_LEVEL"))
+    config = getattr(args, "config", None) or build_config(args, env)
+    _setup_logging(config.log_level)
     from .runner import Sidecar
 
     stop = threading.Event()
@@ -258,13 +405,23 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environment = os.environ if env is None else env
     try:
-        args = build_parser().parse_args(argv)
+        args = configure(argv, environment)
         return COMMANDS[args.command](args, environment)
     except (ConfigError, UsageError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message` as one printable line: argparse quotes some values raw (unrecognized
+    arguments, ambiguous options), so newlines, NUL and surrogates are escaped here."""
+    text = "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in message
+    )
+    return text if len(text) <= limit else f"{text[:limit]}... (cut)"
 
 
 def keep_kubernetes_client_out() -> None:

@@ -8,28 +8,45 @@ An unreachable ZooKeeper is deliberately *not* checked here: it is a runtime fau
 Timing invariants checked here (client-go style, next to the code that relies on them):
 the session timeout lies in [1, 600] s. The server may negotiate it down to its own
 [2*tickTime, 20*tickTime] window; the lease uses the negotiated value, not this one.
+
+Hostile input (issue 11): every value is checked in full (`fullmatch`, ASCII only where
+the consumer parses ASCII: kazoo, the Kubernetes API, ZooKeeper paths), and messages show
+a value through `shown`, which keeps them on one line and short.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-ELECTION_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-HOST_PORT_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:(\d{1,5}))?$")
-CHROOT_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+# All patterns are used with `fullmatch` (a `$` also matches before a final newline).
+ELECTION_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+HOST_PORT_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:([0-9]{1,5}))?")
+SCOPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
+CHROOT_RE = re.compile(r"(/[A-Za-z0-9_.-]+)+")
+DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 LABEL_KEY_RE = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 )
 MIN_SESSION_TIMEOUT = 1.0
 MAX_SESSION_TIMEOUT = 600.0
+MAX_NAME = 253  # DNS subdomain, Kubernetes object names, host names
+MAX_AUTH = 1024
 DEFAULT_PARENT = "/leader-election"
 DEFAULT_ROLE_DIR = Path("/var/run/election")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 
 class ConfigError(Exception):
@@ -52,6 +69,7 @@ class Config:
     election_parent: str = DEFAULT_PARENT
     kubeconfig: str | None = None
     elector_port: int = 0
+    log_level: str = "INFO"
 
     @property
     def election_path(self) -> str:
@@ -62,69 +80,142 @@ class Config:
         return self.k8s_enabled and self.namespace is not None and bool(self.identity)
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """`value` for an error message: its repr (escapes newlines, NUL, surrogates), cut."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
 def env_flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+    return (value or "").strip().lower() in TRUE_WORDS
+
+
+def parse_bool(value: str | None, name: str) -> bool:
+    """A boolean environment variable: 1/true/yes/on or 0/false/no/off (or empty)."""
+    word = (value or "").strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{name} {shown(value)} is not a boolean: use true/false, 1/0, yes/no, on/off"
+    )
+
+
+def validate_path_text(value: str, what: str) -> str:
+    """A path as the file system can take it: not empty, no NUL, encodable."""
+    if value == "":
+        raise ConfigError(f"{what} is empty")
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        raise ConfigError(f"{what} {shown(value)} is not encodable as a file name") from None
+    if "\0" in value:
+        raise ConfigError(f"{what} {shown(value)} contains a NUL character")
+    return value
 
 
 def default_identity(env: Mapping[str, str]) -> str:
     return env.get("POD_NAME") or socket.gethostname()
 
 
+def _znode_path_ok(path: str) -> bool:
+    """An absolute ZooKeeper path of plain names: no '.' or '..' (the server refuses them)."""
+    return bool(CHROOT_RE.fullmatch(path)) and not any(
+        part in (".", "..") for part in path.split("/")
+    )
+
+
+def _host_ok(host: str) -> bool:
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    return len(host) <= MAX_NAME and bool(HOST_NAME_RE.fullmatch(host))
+
+
 def validate_zk_hosts(zk_hosts: str | None) -> str:
+    """host[:port][,host[:port]...][/chroot], as kazoo parses it (kazoo.hosts)."""
     if not zk_hosts or not zk_hosts.strip():
         raise ConfigError("missing ZooKeeper hosts: set --zk-hosts or ZK_HOSTS")
     hosts, slash, chroot = zk_hosts.strip().partition("/")
-    if slash and not CHROOT_RE.match("/" + chroot):
-        raise ConfigError(f"malformed ZooKeeper chroot in {zk_hosts!r}")
+    if slash and not _znode_path_ok("/" + chroot):
+        raise ConfigError(f"malformed ZooKeeper chroot in {shown(zk_hosts)}")
     for entry in hosts.split(","):
-        match = HOST_PORT_RE.match(entry.strip())
-        if not match:
+        match = HOST_PORT_RE.fullmatch(entry.strip())
+        if not match or not _host_ok(match.group(1)):
             raise ConfigError(
-                f"malformed ZooKeeper connect string {zk_hosts!r}: bad entry {entry!r}"
+                f"malformed ZooKeeper connect string {shown(zk_hosts)}: bad entry {shown(entry)}"
             )
         port = match.group(3)
         if port is not None and not 0 < int(port) < 65536:
-            raise ConfigError(f"malformed ZooKeeper connect string {zk_hosts!r}: bad port {port}")
+            raise ConfigError(
+                f"malformed ZooKeeper connect string {shown(zk_hosts)}: bad port {port} "
+                "(1-65535)"
+            )
+        try:  # what kazoo does with the entry; must not raise in the sidecar later
+            urllib.parse.urlsplit("xxx://" + entry.strip()).port  # noqa: B018
+        except ValueError:
+            raise ConfigError(
+                f"malformed ZooKeeper connect string {shown(zk_hosts)}: bad entry {shown(entry)}"
+            ) from None
     return zk_hosts.strip()
 
 
 def validate_election(name: str | None) -> str:
     if not name:
         raise ConfigError("missing election name: set --election or ELECTION_NAME")
-    if len(name) > 63 or not ELECTION_NAME_RE.match(name):
+    if len(name) > 63 or not ELECTION_NAME_RE.fullmatch(name):
         raise ConfigError(
-            f"bad election name {name!r}: use lower-case letters, digits and '-', "
+            f"bad election name {shown(name)}: use lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
         )
     return name
 
 
-def validate_session_timeout(value: str | float) -> float:
+def parse_number(
+    value: str | float, what: str, low: float, high: float, unit: str = ""
+) -> float:
+    """A finite number in [low, high]; `what` names the flag or variable."""
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"session timeout {value!r} is not a number of seconds") from None
-    if not MIN_SESSION_TIMEOUT <= seconds <= MAX_SESSION_TIMEOUT:
-        raise ConfigError(
-            f"session timeout {seconds:g}s out of range "
-            f"[{MIN_SESSION_TIMEOUT:g}, {MAX_SESSION_TIMEOUT:g}]"
-        )
-    return seconds
+        if isinstance(value, str) and (not value.isascii() or "_" in value):
+            raise ValueError(value)  # float() takes '1_0' and other scripts' digits
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what} {shown(value)} is not a number{unit}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ConfigError(f"{what} {shown(value)} out of range [{low:g}, {high:g}]{unit}")
+    return number
+
+
+def parse_int(value: str | int, what: str, low: int, high: int) -> int:
+    """A whole number in [low, high] (decimal digits only: no '1.5', '1e3' or '0x10')."""
+    text = str(value).strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise ConfigError(f"{what} {shown(value)} is not a whole number in [{low}, {high}]")
+    number = int(text) if len(digits) <= 20 else None  # int() of 4300+ digits raises
+    if number is None or not low <= number <= high:
+        raise ConfigError(f"{what} {shown(value)} out of range [{low}, {high}]")
+    return number
+
+
+def validate_session_timeout(value: str | float, what: str = "session timeout") -> float:
+    return parse_number(
+        value, what, MIN_SESSION_TIMEOUT, MAX_SESSION_TIMEOUT, unit=" (seconds)"
+    )
 
 
 def validate_port(value: str | int, what: str) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} {value!r} is not a port number") from None
-    if not 0 <= port < 65536:
-        raise ConfigError(f"{what} {port} out of range [0, 65535]")
-    return port
+    return parse_int(value, what, 0, 65535)
 
 
 def validate_role_label(key: str) -> str:
-    if not LABEL_KEY_RE.match(key):
-        raise ConfigError(f"bad role label key {key!r}: not a valid Kubernetes label key")
+    prefix, slash, _ = key.rpartition("/")
+    if not LABEL_KEY_RE.fullmatch(key) or (slash and len(prefix) > MAX_NAME):
+        raise ConfigError(f"bad role label key {shown(key)}: not a valid Kubernetes label key")
     return key
 
 
@@ -134,31 +225,100 @@ def validate_zk_auth(value: str | None) -> str | None:
     user, colon, password = value.partition(":")
     if not colon or not user or not password:
         raise ConfigError("bad ZooKeeper auth: expected user:password")
+    # The value is a secret: never shown in a message.
+    if len(value) > MAX_AUTH or any(not char.isprintable() for char in value):
+        raise ConfigError(
+            f"bad ZooKeeper auth: expected user:password of at most {MAX_AUTH} printable "
+            "characters (a newline or other control character, e.g. at the end of a Secret?)"
+        )
     return value
+
+
+def validate_log_level(value: str | None) -> str:
+    level = (value or "INFO").strip().upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"bad log level {shown(value)}: use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def validate_identity(identity: str, for_kubernetes: bool) -> str:
+    """The candidate's name; the pod's name (a DNS subdomain) when it labels the pod."""
+    if not identity or len(identity) > MAX_NAME or any(
+        not char.isprintable() or char.isspace() or char == "/" for char in identity
+    ):
+        raise ConfigError(
+            f"bad identity {shown(identity)}: 1-{MAX_NAME} printable characters, "
+            "no spaces or '/'"
+        )
+    if for_kubernetes and not DNS_SUBDOMAIN_RE.fullmatch(identity):
+        raise ConfigError(
+            f"bad identity {shown(identity)}: the pod's name (POD_NAME) must be a DNS "
+            "subdomain (lower-case letters, digits, '-' and '.')"
+        )
+    return identity
+
+
+def validate_namespace(namespace: str | None) -> str | None:
+    """A Kubernetes namespace (DNS label); empty means none."""
+    if not namespace:
+        return None
+    if not DNS_LABEL_RE.fullmatch(namespace):
+        raise ConfigError(
+            f"bad namespace {shown(namespace)}: a DNS label (lower-case letters, digits and "
+            "'-', at most 63 characters)"
+        )
+    return namespace
+
+
+def validate_http_host(host: str) -> str:
+    """An address to bind: an IPv4/IPv6 address or a host name."""
+    try:
+        ipaddress.ip_address(host)
+        _, percent, scope = host.partition("%")
+        valid = not percent or bool(SCOPE_RE.fullmatch(scope))  # fe80::1%eth0
+    except ValueError:
+        valid = ":" not in host and len(host) <= MAX_NAME and bool(HOST_NAME_RE.fullmatch(host))
+    if not valid:
+        raise ConfigError(
+            f"bad HTTP host {shown(host)}: an IP address (0.0.0.0, ::) or a host name"
+        )
+    return host
+
+
+def validate_kubeconfig(value: str | None) -> str | None:
+    if not value:
+        return None
+    return validate_path_text(value, "kubeconfig")
 
 
 def validate_role_dir(path: Path) -> Path:
     """The role directory must exist or be creatable, and be writable."""
+    validate_path_text(str(path), "role directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(
-            f"role directory {str(path)!r} cannot be created: {error.strerror}"
+            f"role directory {shown(str(path), 200)} cannot be created: {error.strerror}"
         ) from None
     if not path.is_dir():
-        raise ConfigError(f"role directory {str(path)!r} is not a directory")
+        raise ConfigError(f"role directory {shown(str(path), 200)} is not a directory")
     probe = path / f".write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         raise ConfigError(
-            f"role directory {str(path)!r} is not writable: {error.strerror}"
+            f"role directory {shown(str(path), 200)} is not writable: {error.strerror}"
         ) from None
     return path
 
 
 def validate_election_parent(path: str) -> str:
-    if not CHROOT_RE.match(path):
-        raise ConfigError(f"bad election parent path {path!r}")
+    if not _znode_path_ok(path) or path == "/zookeeper" or path.startswith("/zookeeper/"):
+        raise ConfigError(
+            f"bad election parent path {shown(path)}: an absolute ZooKeeper path of names "
+            "made of letters, digits, '_', '.' and '-' (not '.', '..' or /zookeeper)"
+        )
     return path
