@@ -15,7 +15,8 @@ Three kinds of threads meet here, and none of them may block the others:
 
 Guaranteed: the files never go backwards (a newer status is never overwritten by an older
 one); a failed write is retried until it succeeds. Not guaranteed: every intermediate
-status reaches the files.
+status reaches the files. A failure is logged once per kind (say, a full or read-only
+file system), and once more when the files are written again.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class StatusBoard:
         self._frozen = False
         self._stopping = False
         self._latest_lease: dt.datetime | None = None  # the latest lease ever published
+        self._write_error: str | None = None  # the failure of the files last logged
         self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
 
     # -- reading ---------------------------------------------------------------------
@@ -250,6 +252,14 @@ class StatusBoard:
             self._files.write(status)
         except OSError as error:
             self._metrics.publish_failed("files", "oserror")
-            log.error("cannot write role files in %s: %s", self._files.directory, error)
+            reason = error.strerror or type(error).__name__
+            if reason != self._write_error:  # one line per kind of failure, no log storm
+                self._write_error = reason
+                log.error("cannot write role files in %s: %s; retrying every %gs",
+                          self._files.directory, error, WRITE_RETRY_SECONDS)
             return False
+        if self._write_error is not None:
+            self._write_error = None
+            log.info("role files written again in %s: role %s", self._files.directory,
+                     status.role.value)
         return True

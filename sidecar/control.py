@@ -88,6 +88,9 @@ def _answers(address: str) -> bool:
     return True
 
 
+MAX_REPLY = 65536
+
+
 def request(role_dir: Path, route: str, timeout: float = 5.0) -> int:
     """POST `route` on the control socket; the HTTP status code."""
     path = socket_path(role_dir)
@@ -100,9 +103,11 @@ def request(role_dir: Path, route: str, timeout: float = 5.0) -> int:
             client.sendall(
                 f"POST {route} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".encode()
             )
+            # Read the whole reply (HTTP/1.0: the server closes): hanging up after the
+            # status line breaks the server's write of the body.
             reply = b""
-            while b"\r\n" not in reply:
-                chunk = client.recv(1024)
+            while len(reply) < MAX_REPLY:
+                chunk = client.recv(4096)
                 if not chunk:
                     break
                 reply += chunk

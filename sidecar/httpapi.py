@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,14 +84,26 @@ class _Handler(BaseHTTPRequestHandler):
 Route = Callable[[_Handler], None]
 
 
-class _Server(ThreadingHTTPServer):
+class _QuietDisconnects:
+    """A client that hangs up mid-reply is its own business, not a traceback in our log
+    (socketserver's default prints one to stderr); anything else is a bug and says so."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("http: client went away: %s", error)
+        else:
+            log.exception("http: request from %s failed", client_address or "the control socket")
+
+
+class _Server(_QuietDisconnects, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     routes_get: dict[str, Route]
     routes_post: dict[str, Route]
 
 
-class _UnixServer(socketserver.ThreadingUnixStreamServer):
+class _UnixServer(_QuietDisconnects, socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     routes_get: dict[str, Route]
     routes_post: dict[str, Route]

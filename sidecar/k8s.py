@@ -36,6 +36,7 @@ import datetime as dt
 import http.client
 import logging
 import random
+import re
 import secrets
 import threading
 import time
@@ -90,6 +91,7 @@ class Failure:
     reason: str
     detail: str
     permanent: bool = False
+    message: str = ""  # the API server's own words (a Status body's `message`)
 
 
 def classify(error: BaseException) -> Failure:
@@ -97,7 +99,7 @@ def classify(error: BaseException) -> Failure:
         status = error.status
         text = f"HTTP {status} {error.reason or ''}".strip()
         if status == 403:
-            return Failure("forbidden", text, permanent=True)
+            return Failure("forbidden", text, permanent=True, message=str(error))
         if status == 401:
             return Failure("unauthorized", text, permanent=True)
         if status == 404:
@@ -119,6 +121,16 @@ def classify(error: BaseException) -> Failure:
 
 def explain(failure: Failure, verb: str, resource: str, namespace: str, name: str | None) -> str:
     """One log line a person can act on."""
+    account = _SERVICE_ACCOUNT_RE.search(failure.message)
+    if failure.reason == "forbidden" and account and account.group(1) != namespace:
+        # A namespaced Role grants nothing elsewhere, and a namespace that does not exist
+        # answers 403 too: the namespace is wrong, not the Role.
+        return (
+            f"forbidden: the sidecar's ServiceAccount (namespace {account.group(1)!r}) may "
+            f"not {verb} {resource!r} in namespace {namespace!r}: POD_NAMESPACE must be the "
+            "pod's own namespace (downward API metadata.namespace) and exist; retrying with "
+            "backoff"
+        )
     if failure.reason == "forbidden":
         return (
             f"forbidden: the sidecar's ServiceAccount needs {verb!r} on {resource!r} in "
@@ -137,6 +149,9 @@ def explain(failure: Failure, verb: str, resource: str, namespace: str, name: st
     return (
         f"Kubernetes API: {what} failed ({failure.reason}: {failure.detail}); retrying with backoff"
     )
+
+
+_SERVICE_ACCOUNT_RE = re.compile(r'User "system:serviceaccount:([^:"]+):')
 
 
 class Backoff:
@@ -491,7 +506,15 @@ class KubernetesPublisher:
         if self._logged.get(verb) != failure.reason:  # no storm: once per kind of failure
             self._logged[verb] = failure.reason
             level = logging.ERROR if failure.permanent else logging.WARNING
-            log.log(level, "%s", explain(failure, verb, resource, self.namespace, name))
+            with self._cond:
+                known_uid = self._pod_uid
+            if failure.reason == "not_found" and resource == "pods" and known_uid:
+                # It was there (we wrote it): deleted, not misnamed.
+                message = (f"own pod {name!r} (uid {known_uid}) was deleted from namespace "
+                           f"{self.namespace!r}; retrying slowly until a pod of that name exists")
+            else:
+                message = explain(failure, verb, resource, self.namespace, name)
+            log.log(level, "%s", message)
         return failure
 
     def _succeeded(self, verb: str) -> None:

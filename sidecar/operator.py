@@ -11,11 +11,13 @@ only the pods labelled `leader-election/name=<election>` in the own namespace. I
     epoch annotation is newer than ours is left alone (then *we* are the stale one);
 (c) on the annotation `leader-election/step-down` on the own pod: if leader, asks the
     election to step down and posts `SteppedDown`; in any case removes the annotation;
-(d) once the own pod is marked for deletion (`deletionTimestamp`), leaves the election at
-    once (posting `LeavingOnDelete`): a successor takes over while the application
-    drains, whatever order the kubelet stops the containers in (a native sidecar stops
-    last) and without any request from outside the pod. The chart's `sleep` preStop hook
-    on the application gives this watch event its time.
+(d) once the own pod is marked for deletion (`deletionTimestamp`), or deleted at once
+    (`--force --grace-period=0`), leaves the election at once (posting `LeavingOnDelete`):
+    a successor takes over while the application drains, whatever order the kubelet stops
+    the containers in (a native sidecar stops last) and without any request from outside
+    the pod. The chart's `sleep` preStop hook on the application gives this watch event
+    its time. Having left, it no longer restores the label of a pod of the same name (a
+    StatefulSet's next incarnation, with a sidecar of its own).
 
 What kopf does for us: the list-then-watch of the group's pods with reconnection and
 backoff, server-side label filtering (`settings.watching.label_selectors`) plus the
@@ -70,6 +72,7 @@ LEAVING_ON_DELETE = "LeavingOnDelete"
 RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
 STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
 TLS_CLOSE_PAUSE = 0.25
+SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value in an Event or a log line
 
 
 @dataclasses.dataclass
@@ -111,6 +114,8 @@ class Reconciler:
         name = body.get("metadata", {}).get("name", "")
         self.group.update(name, None if event_type == "DELETED" else body)
         if event_type == "DELETED":
+            if name == self.config.identity:  # deleted at once (--force --grace-period=0)
+                self.leave_on_delete("was deleted")
             return
         if name == self.config.identity:
             self.own_pod(body, patch)
@@ -122,6 +127,10 @@ class Reconciler:
         metadata = body.get("metadata", {})
         if metadata.get("deletionTimestamp"):
             self.leave_on_delete()
+            return
+        if self._left_on_delete:
+            # A pod of the same name made after ours was deleted (a StatefulSet's next
+            # incarnation) belongs to a sidecar of its own: never fight it for the label.
             return
         annotations = metadata.get("annotations") or {}
         if STEP_DOWN_ANNOTATION in annotations:
@@ -136,16 +145,16 @@ class Reconciler:
             )
             self.publisher.restore(status)
 
-    def leave_on_delete(self) -> None:
+    def leave_on_delete(self, how: str = "is being deleted") -> None:
         if self._left_on_delete:
             return
         self._left_on_delete = True
         status = self.control.current()
-        log.info("own pod is being deleted: leaving the election (was %s)", status.role.value)
+        log.info("own pod %s: leaving the election (was %s)", how, status.role.value)
         self.control.leave()
         self.publisher.post_event(
             LEAVING_ON_DELETE,
-            f"pod is being deleted: left election {self.config.election!r} "
+            f"pod {how}: left election {self.config.election!r} "
             f"(was {status.role.value}) so that a successor takes over while it drains",
         )
 
@@ -159,11 +168,12 @@ class Reconciler:
             )
             return
         self.control.step_down()
+        log.info("step-down annotation on own pod (%s): stepping down", _shown(value))
         self.publisher.post_event(
             STEPPED_DOWN,
             f"stepped down as leader of election {self.config.election!r} (epoch "
-            f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}={value!r}); "
-            "volunteering again at the back of the queue",
+            f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}="
+            f"{_shown(value)}); volunteering again at the back of the queue",
         )
 
     def other_pod(self, body: Mapping[str, Any]) -> None:
@@ -222,6 +232,13 @@ class Reconciler:
             pod=name,
             uid=metadata.get("uid"),
         )
+
+
+def _shown(value: object, limit: int = SHOWN_VALUE_CHARACTERS) -> str:
+    """A value a person set (any string up to the API's 256 KiB), fit for an Event or a
+    log line: its repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -377,8 +394,31 @@ class OperatorHandle:
         self._ready.set()
 
 
+class _RefusalsWithoutTraceback(logging.Filter):
+    """kopf logs a watcher or an observer that gave up on a refusal of the API (401 for a
+    token that is no longer valid, 403 for RBAC or a namespace that does not exist, 404)
+    with its traceback, and again each time `OperatorHandle` starts kopf anew. A refusal
+    is no bug: its one line (and the publisher's, which says what to fix) is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        status = getattr(error, "status", None)  # kopf's APIError (private) carries it
+        refused = isinstance(status, int) and 400 <= status < 500
+        if error is not None and (isinstance(error, kopf.LoginError) or (
+                refused and type(error).__module__.startswith("kopf."))):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_REFUSALS_WITHOUT_TRACEBACK = _RefusalsWithoutTraceback()
+KOPF_TASK_LOGGERS = ("kopf._core.reactor.running", "kopf._core.reactor.orchestration")
+
+
 def start_operator(
     config: Config, control: ElectionControl, publisher: KubernetesPublisher
 ) -> OperatorHandle:
     """Start kopf for this sidecar's group; stop it with `OperatorHandle.stop()`."""
+    for name in KOPF_TASK_LOGGERS:
+        logging.getLogger(name).addFilter(_REFUSALS_WITHOUT_TRACEBACK)
     return OperatorHandle(config, control, publisher).start()

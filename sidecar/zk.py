@@ -97,10 +97,11 @@ class NodeStat:
     czxid: int
     ephemeral_owner: int
     version: int
+    mzxid: int = 0  # the zxid of the newest change of its data
 
 
 def _node_stat(stat: Any) -> NodeStat:
-    return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version))
+    return NodeStat(int(stat.czxid), int(stat.ephemeralOwner), int(stat.version), int(stat.mzxid))
 
 
 def _translate(error: BaseException) -> ZkError:
@@ -373,13 +374,13 @@ class ZkSession:
         data, stat = self._call(lambda: self.client.get_async(path))
         return bytes(data), _node_stat(stat)
 
-    def get_watched(self, path: str) -> bytes | None:
-        """Data of `path`, or None if absent; a watch is left on it either way (a `get` on
-        a missing node leaves none, so an `exists` takes its place)."""
+    def get_watched(self, path: str) -> tuple[bytes, NodeStat] | None:
+        """Data and stat of `path`, or None if absent; a watch is left on it either way (a
+        `get` on a missing node leaves none, so an `exists` takes its place)."""
         for _ in range(3):
             try:
-                data, _stat = self._call(lambda: self.client.get_async(path, watch=self._watch))
-                return bytes(data)
+                data, stat = self._call(lambda: self.client.get_async(path, watch=self._watch))
+                return bytes(data), _node_stat(stat)
             except NoNode:
                 if self.stat(path, watch=True) is None:
                     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import urllib.request
@@ -184,7 +185,14 @@ def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
     assert wait_for(lambda: other.role() == "leader", SLACK), "the next one took over at once"
     assert member.role() == "unknown" and member.running, "left, but still running"
     assert _get(port, "/readyz")[0] == 503
+    for _ in range(20):  # clients that hang up before the reply is written
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert _get(port, "/healthz")[0] == 200
     assert member.terminate() == 0
+    log = member.role_dir.with_name(member.identity + ".log").read_text()
+    assert "Traceback" not in log, log[-3000:]
 
 
 def test_nobody_on_the_network_can_make_the_leader_leave(ensemble: Ensemble, group: Group) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
 from election_support import SESSION_TIMEOUT, SLACK, Group
 
 from sidecar.lab.candidates import wait_for
@@ -129,3 +130,34 @@ def test_leader_session_expiry_rejoins_at_the_back(
     last = zk_client.get(f"{path}/{names[-1]}")[0]  # type: ignore[attr-defined]
     assert b'"app-0"' in last, "the expired candidate volunteered again at the back"
     assert monitor.violations() == []
+
+
+
+
+
+@pytest.mark.parametrize("stall", [0.7, 0.8, 0.9])
+def test_heir_made_leader_whose_lease_ran_out_with_its_session_alive_leads_again(
+    ensemble: Ensemble, group: Group, stall: float
+) -> None:
+    """Found by the soak. A leader that took over on its heir's anchor has its traffic
+    dropped for longer than what is left of its lease but not long enough for kazoo to
+    drop the connection: no session event comes, its znode is still first and every
+    other candidate waits on it. It must list again and lead again."""
+    ports = [server.client_port for server in ensemble.servers]
+    networks = [FaultyNetwork(ports) for _ in range(3)]
+    try:
+        for network in networks:
+            group.spawn(network.connect_string)
+        group.wait_one_leader().terminate()
+        group.wait_one_leader()
+        time.sleep(0.5)  # a renewal or two on its own lease
+        leader = group.wait_one_leader()
+        with group.monitor() as monitor:
+            networks[group.members.index(leader)].blackhole()
+            time.sleep(stall)
+            networks[group.members.index(leader)].heal()
+            group.wait_one_leader(timeout=SESSION_TIMEOUT + SLACK)
+        assert monitor.violations() == []
+    finally:
+        for network in networks:
+            network.close()

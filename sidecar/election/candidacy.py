@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CANDIDATE_PREFIX = "candidate-"
 CANDIDATE_RE = re.compile(r"^candidate-([0-9a-f]{32})-(-?\d{10})$")
 DELETE_RETRY_DELAY = 0.05
+MAX_IDENTITY = 253  # a pod name is a DNS subdomain: at most 253 characters
+MAX_CANDIDATE_DATA = 4096  # a candidate writes a few dozen bytes; more is someone else's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +57,28 @@ def candidate_data(identity: str, namespace: str | None) -> bytes:
     return json.dumps({"identity": identity, "pod": identity, "namespace": namespace}).encode()
 
 
-def identity_of(data: bytes, fallback: str) -> str:
+def identity_in(data: bytes) -> str | None:
+    """The identity a candidate wrote into its znode, or None for data that is not a
+    candidate's (written over it by another client): not JSON, nested beyond the parser's
+    depth, no identity, or one that is no pod name (a string of at most 253 printable
+    characters) and must not reach the role files, the pod's annotations or the logs."""
+    if len(data) > MAX_CANDIDATE_DATA:
+        return None
     try:
-        document = json.loads(data.decode())
-        return str(document["identity"])
-    except (ValueError, KeyError, TypeError):
-        return fallback
+        identity = json.loads(data.decode("utf-8"))["identity"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return identity if is_identity(identity) else None
+
+
+def is_identity(value: object) -> bool:
+    """A candidate's identity: a pod name, at most 253 printable characters."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_IDENTITY and value.isprintable()
+
+
+def identity_of(data: bytes, fallback: str) -> str:
+    identity = identity_in(data)
+    return fallback if identity is None else identity
 
 
 class Candidacy:

@@ -4,7 +4,8 @@ the best recipes learned.
 Protocol (numbered as in `_check`):
 
 1. Be a candidate: the own znode (`candidacy`), created in protected mode.
-2. List the children; ignore foreign names; order by the integer sequence.
+2. List the children; ignore foreign names and znodes of no session (persistent, made by
+   hand); order by the integer sequence.
 3. If the own znode is missing (deleted by hand, or the parent was deleted), volunteer
    again.
 4. If the own znode is first: lead with epoch = its czxid and a lease (see `lease`)
@@ -18,7 +19,8 @@ Protocol (numbered as in `_check`):
 6. Followers learn who leads from the leader record (`record`), which the leader writes
    in its next lease renewal and every follower watches: one notification and one small
    read per follower per change, and no periodic listing. A follower whose predecessor
-   the record names as leader has become the heir and starts its anchor.
+   the record names as leader lists once (the record could be forged): if that
+   predecessor is first, it has become the heir and starts its anchor.
 
 Threads: every step runs on one worker thread. kazoo's listener and watches only enqueue.
 The status board carries a connection token: a verdict computed before the newest session
@@ -47,13 +49,14 @@ from ..metrics import Metrics
 from ..state import Role, ZkState
 from ..zk import NodeStat, NoNode, NotAuthorized, SessionEvent, WatchKind, ZkError, ZkSession
 from . import lease
-from .candidacy import Candidacy, candidate_data, identity_of, parse_candidates
+from .candidacy import Candidacy, Candidate, candidate_data, identity_in, parse_candidates
 from .record import LeaderNews, LeaderRecord
 
 log = logging.getLogger(__name__)
 
 MAX_RELISTS = 20
 ERROR_BACKOFF = 0.2
+REFUSED_BACKOFF = 1.0  # NoAuth: only a change of an ACL or of --zk-auth helps
 RECORD_AFTER_FILES_AT_MOST = 0.05  # seconds a new leader waits for its files before the record
 
 
@@ -105,6 +108,10 @@ class Election:
         self._next_tick = 0.0
         self._left = False
         self._last_leader: tuple[str, str, int] | None = None  # (node, identity, epoch)
+        self._ghosts: set[str] = set()  # candidates' names on znodes of no session
+        self._checked_first: str | None = None  # the last first candidate seen ephemeral
+        self._foreign: set[str] = set()  # children that are no candidate, already logged
+        self._refused = False  # ZooKeeper answered NoAuth; logged once until a verdict
         self.wakeups = 0  # re-checks caused by a watch: one per leader change, not N-1
 
     @property
@@ -193,10 +200,22 @@ class Election:
 
     def _on_error(self, error: ZkError) -> None:
         if isinstance(error, NotAuthorized):
-            log.error("ZooKeeper refused access to %s: %s (check --zk-auth)", self.path, error)
-        else:
-            log.info("ZooKeeper request failed: %s; retrying", error)
+            # Retrying cannot help until someone changes an ACL: one line, slower retries.
+            if not self._refused:
+                log.error("ZooKeeper refused access to %s: %s (check --zk-auth and the ACL "
+                          "of the election's znodes); retrying every %gs", self.path, error,
+                          REFUSED_BACKOFF)
+            self._refused = True
+            self._next_tick = time.monotonic() + REFUSED_BACKOFF
+            return
+        log.info("ZooKeeper request failed: %s; retrying", error)
         self._next_tick = time.monotonic() + ERROR_BACKOFF
+
+    def _granted(self) -> None:
+        """A verdict was reached: whatever ZooKeeper refused before, it grants now."""
+        if self._refused:
+            self._refused = False
+            log.info("ZooKeeper grants access to %s again", self.path)
 
     def _handle(self, event: Event | None) -> None:
         if event is None:
@@ -257,6 +276,11 @@ class Election:
             log.warning("lease ran out without renewal; no longer leader")
             self._leading = False
             self.board.expire_lease(self.board.token)
+            # The session may have lived through it (a stall shorter than kazoo's read
+            # timeout): then no session event comes, our znode is still first, and every
+            # other candidate waits on it. Only a fresh listing (step 4) makes us lead
+            # again; without one the group would have no leader for good.
+            self._watch_armed = False
         if self._left or not self.zk.connected:
             self._next_tick = now + 1.0
             return
@@ -299,11 +323,11 @@ class Election:
                 self.candidacy.volunteer()
             # 2. List, ignoring foreign children, ordered by integer sequence.
             try:
-                candidates = parse_candidates(self.zk.children(self.path))
+                children = self.zk.children(self.path)
             except NoNode:
                 self.candidacy.forget()  # the parent was deleted, and our znode with it
                 continue
-            names = [candidate.name for candidate in candidates]
+            names = self._candidate_names(children)
             # 3. Own znode gone while the session lives: volunteer again.
             if self.candidacy.name not in names:
                 log.warning("own znode %s is gone; volunteering again", self.candidacy.node)
@@ -318,6 +342,45 @@ class Election:
                 return
         log.warning("election did not settle after %d listings; retrying", MAX_RELISTS)
         self._next_tick = time.monotonic() + ERROR_BACKOFF
+
+    def _candidate_names(self, children: list[str]) -> list[str]:
+        """Step 2: the candidates among `children`, in election order. Other children
+        (put there by hand or by another program) are logged once and ignored, and so is a
+        znode with a candidate's name that belongs to no session (persistent, made by hand):
+        no candidate ever leads through it, and it would block the election for good. The
+        first candidate is checked once for that; a predecessor's stat in `_follow`."""
+        candidates = parse_candidates(children)
+        self._log_foreign(children, candidates)
+        present = {candidate.name for candidate in candidates}
+        self._ghosts &= present  # a ghost deleted by hand is forgotten
+        names = [c.name for c in candidates if c.name not in self._ghosts]
+        while names and names[0] != self.candidacy.name and names[0] != self._checked_first:
+            stat = self.zk.stat(f"{self.path}/{names[0]}")
+            if stat is not None and stat.ephemeral_owner != 0:
+                self._checked_first = names[0]
+                break
+            if stat is not None:
+                self._ghost(names[0])
+            names.pop(0)
+        return names
+
+    def _ghost(self, name: str) -> None:
+        log.warning("znode %s/%s has a candidate's name but no session (made by hand?): not a "
+                    "candidate; ignored", self.path, name)
+        self._ghosts.add(name)
+
+    def _log_foreign(self, children: list[str], candidates: list[Candidate]) -> None:
+        if len(children) == len(candidates) and not self._foreign:
+            return
+        names = {candidate.name for candidate in candidates}
+        foreign = {child for child in children if child not in names}
+        new = sorted(foreign - self._foreign)
+        self._foreign = foreign
+        if new:
+            shown = ", ".join(repr(name[:64]) for name in new[:5])
+            more = f" and {len(new) - 5} more" if len(new) > 5 else ""
+            log.warning("ignoring %d znode(s) in %s that are not a candidate: %s%s",
+                        len(new), self.path, shown, more)
 
     def _lead(self, token: int) -> bool:
         """Step 4: confirm the own znode (CURATOR-696), then lead."""
@@ -363,6 +426,7 @@ class Election:
                 log.info("elected leader with epoch %d %s", epoch, how)
             self._leading = True
         self._last_leader = (self.candidacy.node, self.config.identity, epoch)
+        self._granted()
         if self.news.written_epoch == epoch:
             self._schedule_tick()
         else:
@@ -375,8 +439,12 @@ class Election:
     def _follow(self, token: int, predecessor: str, first: str) -> bool:
         """Step 5: watch the immediate predecessor only; publish who leads."""
         assert self.candidacy.node is not None
-        if self.zk.stat(predecessor, watch=True) is None:
+        stat = self.zk.stat(predecessor, watch=True)
+        if stat is None:
             return False  # vanished between listing and watching: list again
+        if stat.ephemeral_owner == 0:
+            self._ghost(predecessor.rsplit("/", 1)[1])
+            return False  # no candidate: list again without it
         self._predecessor = predecessor
         self._heir = predecessor == first
         own: NodeStat | None
@@ -393,6 +461,7 @@ class Election:
         self._watch_armed = True
         self._leading = False
         self.board.verdict(token, Role.FOLLOWER, leader[1], leader[2])
+        self._granted()
         self._schedule_follower_tick()
         return True
 
@@ -416,7 +485,13 @@ class Election:
             data, stat = self.zk.get(first)
         except NoNode:
             return None
-        self._last_leader = (first, identity_of(data, first.rsplit("/", 1)[1]), stat.czxid)
+        name = first.rsplit("/", 1)[1]
+        identity = identity_in(data)
+        if identity is None:
+            log.warning("leader's znode %s holds no candidate data (%d bytes, written by another "
+                        "client?); naming the leader by its znode", first, len(data))
+            identity = name
+        self._last_leader = (first, identity, stat.czxid)
         return self._last_leader
 
     def _take_record(self) -> None:
@@ -434,8 +509,10 @@ class Election:
         self._last_leader = (leader_node, record.identity, record.epoch)
         self.board.verdict(token, Role.FOLLOWER, record.identity, record.epoch)
         if not self._heir and self._predecessor == leader_node:
-            self._heir = True
-            self._renew_anchor()
+            # The heir leads without a listing when its predecessor goes, so it must know
+            # that predecessor is first: a listing of its own, never the record alone (which
+            # anyone with write access could have forged), makes it the heir.
+            self._check()
 
     def _renew(self) -> None:
         """The lease round trip (the record rides along when due); re-arms the own watch."""

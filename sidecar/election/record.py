@@ -22,13 +22,20 @@ Protocol:
 4. Followers read it with a watch (`ZkSession.get_watched`) and read it again on every
    notification. A record whose epoch is older than what a follower already shows is
    ignored.
+5. A record's epoch is the czxid of a znode that existed when the record was written, so
+   it is older than the record's own write (its mzxid). A record that claims a newer
+   epoch was not written by a leader (someone wrote over it by hand) and reads as "no
+   record": it would otherwise pin every follower to a leader from the future.
 
 Guaranteed: a follower never goes back to an older leader through the record. Not
 guaranteed: that the named leader is still alive (a crashed leader stays named until its
 successor writes, about one session timeout later), or that a follower sees every
-intermediate record of a burst of changes. Data that is not a valid record (empty, or
-written by someone else) reads as "no record": followers then name the first candidate of
-their own listing, as before the record existed.
+intermediate record of a burst of changes. Data that is not a valid record (empty,
+malformed, oversized, or from the future: 5.) reads as "no record": followers then name
+the first candidate of their own listing, as before the record existed. A well-formed
+record with a plausible epoch that someone else wrote (ACLs, `--zk-auth`, rule that out)
+can mislead followers' *naming* of the leader until their next listing, never a role: a
+candidate becomes the heir only after a listing of its own shows its predecessor first.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import json
 import logging
 
 from ..zk import NodeStat, NoNode, NotAuthorized, ZkSession
-from .candidacy import Candidacy
+from .candidacy import Candidacy, is_identity
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +77,9 @@ class LeaderRecord:
         try:
             document = json.loads(data.decode("utf-8"))
             identity, epoch, node = document["identity"], document["epoch"], document["node"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
-        if not (isinstance(identity, str) and isinstance(node, str)):
+        if not (is_identity(identity) and isinstance(node, str)):
             return None
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
             return None
@@ -89,6 +96,7 @@ class LeaderNews:
         self.written_epoch: int | None = None  # the epoch this candidate last wrote
         self.watch_armed = False
         self.reads = 0  # reads after a notification: one per change
+        self._ignored: int | None = None  # the write (mzxid) last logged as not a record
 
     def renew_with(
         self, candidacy: Candidacy, record: LeaderRecord, timeout: float | None
@@ -113,7 +121,18 @@ class LeaderNews:
         return stat
 
     def read(self) -> LeaderRecord | None:
-        """The record, with a watch armed for its next change."""
-        record = LeaderRecord.decode(self.zk.get_watched(self.path))
+        """The record, with a watch armed for its next change (5.)."""
+        found = self.zk.get_watched(self.path)
         self.watch_armed = True
-        return record
+        if found is None:
+            return None
+        data, stat = found
+        record = LeaderRecord.decode(data)
+        if record is not None and record.epoch < stat.mzxid:
+            return record
+        if data and stat.mzxid != self._ignored:  # once per foreign write, not per read
+            self._ignored = stat.mzxid
+            log.warning("leader record %s holds no record a leader wrote (%d bytes, epoch %s, "
+                        "written at zxid %d); ignored", self.path, len(data),
+                        None if record is None else record.epoch, stat.mzxid)
+        return None
