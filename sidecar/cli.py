@@ -100,12 +100,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="ZooKeeper leader election sidecar")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser("run", help="take part in the election until SIGTERM/SIGINT")
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     _common_zk(run)
     run.add_argument("--identity", help="this candidate's name (env POD_NAME; host name)")
     run.add_argument("--namespace", help="pod namespace (env POD_NAMESPACE)")
@@ -121,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig outside a cluster (env KUBECONFIG)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING (env LOG_LEVEL)")
 
-    status = sub.add_parser("status", help="print the queue of candidates, leader first")
+
+def _status_arguments(status: argparse.ArgumentParser) -> None:
     _common_zk(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
@@ -131,23 +127,46 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--namespace", help="namespace of the group's pods (env POD_NAMESPACE)")
     status.add_argument("--kubeconfig", help="kubeconfig outside a cluster (env KUBECONFIG)")
 
-    leave = sub.add_parser(
-        "leave", help="make the sidecar of this pod leave the election (its control socket)"
-    )
+
+def _leave_arguments(leave: argparse.ArgumentParser) -> None:
     leave.add_argument("--role-dir", help="the running sidecar's role directory (env ROLE_DIR)")
 
-    demo_parser = sub.add_parser(
-        "demo", help="local showcase: ZooKeeper ensemble, five sidecars, failovers")
-    _demo_arguments(demo_parser)
-    demo_parser.add_argument(
+
+def _demo_command_arguments(demo: argparse.ArgumentParser) -> None:
+    _demo_arguments(demo)
+    demo.add_argument(
         "--cluster", action="store_true",
         help="the user's flow on a local Kubernetes control plane with the chart installed "
              "by helm (builds the control-plane binaries on first use)",
     )
 
-    app = sub.add_parser("demo-app", help="tiny HTTP application that shows the role")
+
+def _demo_app_arguments(app: argparse.ArgumentParser) -> None:
     app.add_argument("--port", type=int, default=8080)
     app.add_argument("--role-dir", help="role files directory (env ROLE_DIR)")
+
+
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("take part in the election until SIGTERM/SIGINT", _run_arguments),
+    "status": ("print the queue of candidates, leader first", _status_arguments),
+    "leave": ("make the sidecar of this pod leave the election (its control socket)",
+              _leave_arguments),
+    "demo": ("local showcase: ZooKeeper ensemble, five sidecars, failovers",
+             _demo_command_arguments),
+    "demo-app": ("tiny HTTP application that shows the role", _demo_app_arguments),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` one subcommand: a sidecar starting in a
+    crowd of pods spends no CPU on the parsers of commands it does not run (a cold start
+    is CPU-bound: see docs/benchmarks.md)."""
+    parser = _Parser(prog=PROG, description="ZooKeeper leader election sidecar")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        if only is None or name == only:
+            add_arguments(sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -313,7 +332,9 @@ def configure(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.Na
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     """`build_parser().parse_args`, minus an argparse quirk (before Python 3.13): the value
     of `--flag=--` is an empty list, which every check after it would trip on."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    only = words[0] if words and words[0] in SUBCOMMANDS else None
+    args = build_parser(only).parse_args(words)
     for dest, value in vars(args).items():
         if isinstance(value, list):  # no flag here takes several values
             raise UsageError(f"argument --{dest.replace('_', '-')}: expected one argument")
