@@ -1,9 +1,11 @@
 """The election core: who leads, and until when that is safe.
 
-`core` runs the protocol of one candidate on a worker thread; `candidacy` owns its znode;
-`lease` says until when a leader may act, and why no two leases overlap; `record` is the
-small znode through which followers learn who leads. ZooKeeper is reached only through
-`sidecar.zk`; the verdicts go to `sidecar.board`, which the faces read.
+`core` runs the protocol of one candidate on the thread of `worker`; `candidacy` owns its
+znode; `roster` finds the candidates in a listing; `leader` and `follower` are the two
+sides of a candidate, which share its `standing`; `lease` says until when a leader may
+act, and why no two leases overlap; `record` is the small znode through which followers
+learn who leads. ZooKeeper is reached only through `sidecar.zk`; the verdicts go to
+`sidecar.board`, which the faces read.
 """
 
 from .candidacy import identity_of, parse_candidates
