@@ -11,6 +11,14 @@ SESSION_TIMEOUT = 2.0
 SLACK = 3.0  # generous: tests assert upper bounds only, never benchmark targets
 
 
+def assert_survived(*members: SidecarProcess) -> None:
+    """Each sidecar still runs and has logged no traceback: it may demote, never die."""
+    for member in members:
+        log = member.log_text()
+        assert member.running, f"{member.identity} exited:\n{log[-3000:]}"
+        assert "Traceback" not in log, f"{member.identity} logged a traceback:\n{log[-6000:]}"
+
+
 class Group:
     """The candidates of one test, cleaned up whatever happens."""
 

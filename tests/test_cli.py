@@ -191,7 +191,7 @@ def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     assert _get(port, "/healthz")[0] == 200
     assert member.terminate() == 0
-    log = member.role_dir.with_name(member.identity + ".log").read_text()
+    log = member.log_text()
     assert "Traceback" not in log, log[-3000:]
 
 

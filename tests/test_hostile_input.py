@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from election_support import SESSION_TIMEOUT, SLACK, Group
+from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived
 from kazoo.client import KazooClient
 from kazoo.security import make_acl, make_digest_acl
 
@@ -46,15 +46,6 @@ HOSTILE_DATA = {
 }
 
 
-def _log(member: SidecarProcess) -> str:
-    return member.role_dir.with_name(member.identity + ".log").read_text(errors="replace")
-
-
-def _assert_survived(*members: SidecarProcess) -> None:
-    for member in members:
-        assert member.running, f"{member.identity} exited:\n{_log(member)[-3000:]}"
-        log = _log(member)
-        assert "Traceback" not in log, f"{member.identity} logged a traceback:\n{log[-5000:]}"
 
 
 def _path(group: Group) -> str:
@@ -106,9 +97,9 @@ def test_hostile_data_in_candidate_znodes_names_nobody_wrongly(
         leader.terminate()  # the heir leads and writes a record again
         group.wait_one_leader(timeout=SLACK)
     assert monitor.violations() == []
-    _assert_survived(*(m for m in members if m is not leader))
+    assert_survived(*(m for m in members if m is not leader))
     assert all(_readable(m) for m in group.members)
-    assert "holds no candidate data" in "".join(_log(m) for m in group.members[2:])
+    assert "holds no candidate data" in "".join(m.log_text() for m in group.members[2:])
 
 
 def test_near_the_jute_limit_and_future_records_mislead_nobody(
@@ -135,7 +126,7 @@ def test_near_the_jute_limit_and_future_records_mislead_nobody(
         assert wait_for(lambda: all(m.status()["leader"] == new.identity for m in survivors),  # type: ignore[index]
                         SLACK), [m.status() for m in survivors]
     assert monitor.violations() == []
-    _assert_survived(*survivors)
+    assert_survived(*survivors)
 
 
 def test_a_well_formed_record_naming_a_follower_makes_no_second_leader(
@@ -161,7 +152,7 @@ def test_a_well_formed_record_naming_a_follower_makes_no_second_leader(
             (m.identity, m.role()) for m in group.members]
     assert monitor.violations() == []
     assert leaders(group.members) == [leader]
-    _assert_survived(*(m for m in members if m is not named))
+    assert_survived(*(m for m in members if m is not named))
 
 
 # --- b. znodes in the election that are not candidates --------------------------------------
@@ -199,8 +190,8 @@ def test_non_candidates_in_the_election_are_ignored(
         assert wait_for(lambda: all(m.status()["leader"] == new.identity for m in survivors),  # type: ignore[index]
                         SLACK)
     assert monitor.violations() == []
-    _assert_survived(*survivors)
-    assert any("not a candidate" in _log(m) for m in members), "a log line names the intruder"
+    assert_survived(*survivors)
+    assert any("not a candidate" in m.log_text() for m in members), "a log line names the intruder"
 
 
 # --- g. an ACL that refuses the sidecar -----------------------------------------------------
@@ -225,15 +216,15 @@ def test_election_node_with_an_acl_that_refuses_the_sidecar(
         (member,) = group.spawn(
             ensemble.connect_string, extra_args=("--election-parent", f"/acl-{group.election}"),
         )
-        assert wait_for(lambda: "refused access" in _log(member), SLACK)
+        assert wait_for(lambda: "refused access" in member.log_text(), SLACK)
         assert not wait_for(lambda: member.role() != "unknown", 2.0), "no verdict without access"
-        refusals = _log(member).count("refused access")
+        refusals = member.log_text().count("refused access")
         assert refusals <= 2, f"one clear line, no log storm ({refusals} lines)"
         owner.set_acls(path, [make_digest_acl(*OWNER, all=True),
                               make_acl("world", "anyone", all=True)])
         assert wait_for(lambda: member.role() == "leader", SLACK + SESSION_TIMEOUT)
-        assert "grants access" in _log(member).split("refused access")[-1], "recovery is logged"
-        _assert_survived(member)
+        assert "grants access" in member.log_text().split("refused access")[-1], "recovery is logged"
+        assert_survived(member)
         assert _readable(member)
     finally:
         owner.stop()
@@ -311,16 +302,16 @@ def test_role_dir_fault_while_becoming_leader(
     break_()
     with group.monitor() as monitor:
         assert old.terminate() == 0
-        assert wait_for(lambda: "cannot write role files" in _log(heir), SLACK)
+        assert wait_for(lambda: "cannot write role files" in heir.log_text(), SLACK)
         assert not wait_for(lambda: heir.role() != "follower", 2.0), "the last whole status stays"
         assert _readable(heir)
-        errors = _log(heir).count("cannot write role files")
+        errors = heir.log_text().count("cannot write role files")
         assert errors <= 2, f"one clear line, no log storm ({errors} lines)"
         mend()
         assert wait_for(lambda: heir.role() == "leader", SLACK)
     assert monitor.violations() == []
-    assert "role files written again" in _log(heir)
-    _assert_survived(heir)
+    assert "role files written again" in heir.log_text()
+    assert_survived(heir)
     assert _readable(heir)
     assert not [p.name for p in heir.role_dir.iterdir() if p.name.startswith(".")], "no temporary"
 
@@ -362,11 +353,11 @@ def test_leader_that_cannot_write_its_demotion_waits_out_its_lease(
         (new,) = leaders(others)
         assert old.role() == "leader", "the stale file, bounded by its lease in status.json"
     assert monitor.violations() == [], "the successor waited for the stale lease"
-    assert "cannot write role files" in _log(old)
+    assert "cannot write role files" in old.log_text()
     mend()
     assert wait_for(lambda: old.role() == "unknown", SLACK)
     assert _control(old.role_dir, "/rejoin") == 202
     assert wait_for(lambda: old.role() == "follower", SLACK)
     assert leaders(group.members) == [new]
-    _assert_survived(*group.members)
+    assert_survived(*group.members)
     assert _readable(old)

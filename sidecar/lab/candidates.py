@@ -56,9 +56,20 @@ class SidecarProcess:
             "--http-port", str(self.http_port), *kubernetes, *self.extra_args,
         ]
 
+    @property
+    def log_file(self) -> Path:
+        return self.log_path or self.role_dir.with_name(self.role_dir.name + ".log")
+
+    def log_text(self) -> str:
+        """Everything the sidecar wrote to stdout and stderr so far."""
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def start(self) -> SidecarProcess:
         self.role_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_path or self.role_dir.with_name(self.role_dir.name + ".log")
+        log_path = self.log_file
         environment = dict(os.environ if self.env is None else self.env)
         environment.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_path, "ab") as log:

@@ -114,9 +114,10 @@ def test_forbidden_leaves_the_election_alone(
     members = _start(ensemble, group, kube_ns)
     leader = group.wait_one_leader()
     assert wait_for(lambda: leader.status().get("label_in_sync") is False, API_SLACK)  # type: ignore[union-attr]
-    log = leader.role_dir.with_name(leader.identity + ".log").read_text()
-    assert "needs 'patch' on 'pods'" in log
-    assert log.count("needs 'patch' on 'pods'") == 1, "one clear line, no log storm"
+    # label_in_sync turns false as the patch is sent; the line comes with the 403.
+    assert wait_for(lambda: "needs 'patch' on 'pods'" in leader.log_text(), API_SLACK)
+    time.sleep(1.0)  # several retries later
+    assert leader.log_text().count("needs 'patch' on 'pods'") == 1, "one clear line, no storm"
     assert all(m.running for m in members)
 
 
@@ -141,8 +142,9 @@ def test_revoked_rbac_leaves_the_election_alone_and_the_label_comes_back(
     new = group.wait_one_leader(timeout=SLACK)
     assert wait_for(lambda: new.status().get("label_in_sync") is False, API_SLACK)  # type: ignore[union-attr]
     assert kube_ns.labels(new.identity).get("role") == "follower", "403: nothing written"
-    log = new.role_dir.with_name(new.identity + ".log").read_text()
-    assert log.count("forbidden: the sidecar's ServiceAccount needs 'patch' on 'pods'") == 1
+    line = "forbidden: the sidecar's ServiceAccount needs 'patch' on 'pods'"
+    assert wait_for(lambda: line in new.log_text(), API_SLACK)
+    assert new.log_text().count(line) == 1
     assert all(m.running for m in members if m is not old)
 
     kube_ns.heal()  # the binding is back

@@ -19,7 +19,7 @@ import kubernetes
 import pytest
 import yaml
 from cluster_support import RELEASE, KubeNamespace
-from election_support import SESSION_TIMEOUT, SLACK, Group
+from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived
 
 from sidecar.k8s import GROUP_LABEL, STEP_DOWN_ANNOTATION
 from sidecar.lab.candidates import SidecarProcess, leaders, wait_for
@@ -53,15 +53,6 @@ def _start_in_sync(ensemble: Ensemble, group: Group, kube_ns: KubeNamespace,
     return members, leader
 
 
-def _log(member: SidecarProcess) -> str:
-    return member.role_dir.with_name(member.identity + ".log").read_text(errors="replace")
-
-
-def _assert_survived(*members: SidecarProcess) -> None:
-    for member in members:
-        assert member.running, f"{member.identity} exited:\n{_log(member)[-3000:]}"
-        log = _log(member)
-        assert "Traceback" not in log, f"{member.identity} logged a traceback:\n{log[-6000:]}"
 
 
 def _labelled_leaders(kube_ns: KubeNamespace) -> list[str]:
@@ -109,7 +100,7 @@ def test_odd_step_down_annotation_values(
     assert all(len(e["message"]) <= 1024 for e in steps()), [len(e["message"]) for e in steps()]
     assert any("characters)" in e["message"] for e in steps()), "the huge value, shortened"
     assert _labelled_leaders(kube_ns) == [leader.identity]
-    _assert_survived(*members)
+    assert_survived(*members)
 
 
 VALID_ODD_LABELS = ["", "LEADER", "true", "Leader", "unknown", "leader", None]
@@ -134,8 +125,8 @@ def test_odd_role_label_values(ensemble: Ensemble, group: Group, kube_ns: KubeNa
     assert monitor.violations() == []
     assert leaders(members) == [leader], "a label never moves the election"
     assert _labelled_leaders(kube_ns) == [leader.identity]
-    assert "restoring it" in _log(leader)
-    _assert_survived(*members)
+    assert "restoring it" in leader.log_text()
+    assert_survived(*members)
 
 
 # --- d. the own pod deleted under the sidecar -----------------------------------------------
@@ -156,9 +147,9 @@ def test_own_pod_deleted_under_the_sidecar(
     assert wait_for(lambda: kube_ns.labels(leader.identity).get("role") == "leader", API_SLACK)
     with group.monitor() as monitor:
         kube_ns.delete_pod(leader.identity)
-        assert wait_for(lambda: "own pod is being deleted: leaving the election" in _log(leader)
-                        or "own pod was deleted: leaving the election" in _log(leader),
-                        API_SLACK), _log(leader)[-2000:]
+        assert wait_for(lambda: "own pod is being deleted: leaving the election" in leader.log_text()
+                        or "own pod was deleted: leaving the election" in leader.log_text(),
+                        API_SLACK), leader.log_text()[-2000:]
         assert wait_for(lambda: leader.role() == "unknown", SLACK)
         others = [m for m in members if m is not leader]
         assert wait_for(lambda: len(leaders(others)) == 1, SLACK)
@@ -168,7 +159,7 @@ def test_own_pod_deleted_under_the_sidecar(
     assert monitor.violations() == []
     assert _labelled_leaders(kube_ns) == [leaders(others)[0].identity]
     assert leader.role() == "unknown", "it stays out: its pod is gone"
-    _assert_survived(*members)
+    assert_survived(*members)
 
 
 # --- e. a namespace that does not exist -------------------------------------------------------
@@ -185,18 +176,18 @@ def test_namespace_that_does_not_exist(
     leader = group.wait_one_leader()
     assert wait_for(lambda: leader.status().get("label_in_sync") is False, API_SLACK)  # type: ignore[union-attr]
     assert wait_for(lambda: f"may not patch 'pods' in namespace {missing!r}: POD_NAMESPACE "
-                            "must be the pod's own namespace" in _log(leader), API_SLACK)
+                            "must be the pod's own namespace" in leader.log_text(), API_SLACK)
     # kopf retries its watch for about 30 s, gives up, and is started again.
-    assert wait_for(lambda: "kopf operator ended" in _log(leader), KOPF_GIVES_UP)
-    _assert_survived(*members)
+    assert wait_for(lambda: "kopf operator ended" in leader.log_text(), KOPF_GIVES_UP)
+    assert_survived(*members)
     with group.monitor() as monitor:
         assert leader.terminate() == 0
         group.wait_one_leader(timeout=SLACK)
     assert monitor.violations() == []
     survivor = next(m for m in members if m is not leader)
     assert survivor.role() == "leader"
-    _assert_survived(survivor)
-    log = _log(survivor)
+    assert_survived(survivor)
+    log = survivor.log_text()
     assert log.count(f"namespace {missing!r}") <= 3, "a few clear lines, no log storm"
 
 
@@ -231,7 +222,7 @@ def test_revoked_service_account_token(
         new = group.wait_one_leader(timeout=SLACK)
     assert monitor.violations() == []
     assert wait_for(lambda: new.status().get("label_in_sync") is False, API_SLACK)  # type: ignore[union-attr]
-    assert wait_for(lambda: "unauthorized" in _log(new), API_SLACK)
+    assert wait_for(lambda: "unauthorized" in new.log_text(), API_SLACK)
     assert kube_ns.labels(new.identity).get("role") == "follower", "401: nothing written"
 
     kube_ns.apply_rbac()  # the account is back, with a new uid: old tokens stay invalid
@@ -240,8 +231,8 @@ def test_revoked_service_account_token(
     assert wait_for(lambda: new.status().get("label_in_sync") is True, API_SLACK)  # type: ignore[union-attr]
     assert wait_for(lambda: _labels_follow(kube_ns, members), API_SLACK)
     survivors = [m for m in members if m is not old]
-    _assert_survived(*survivors)
-    assert _log(new).count("unauthorized") <= 3, "a few clear lines, no log storm"
+    assert_survived(*survivors)
+    assert new.log_text().count("unauthorized") <= 3, "a few clear lines, no log storm"
 
 
 def _token_works(kube_ns: KubeNamespace, token: str) -> bool:
@@ -261,9 +252,9 @@ def test_garbage_token_from_the_start(
     token_file.write_text("not-a-token")
     members = _start(ensemble, group, kube_ns, count=2, kubeconfig=kubeconfig)
     leader = group.wait_one_leader(timeout=SESSION_TIMEOUT + SLACK)
-    assert wait_for(lambda: "unauthorized" in _log(leader), API_SLACK)
-    assert wait_for(lambda: "kopf operator ended" in _log(leader), API_SLACK), "kopf gave up"
-    _assert_survived(*members)
+    assert wait_for(lambda: "unauthorized" in leader.log_text(), API_SLACK)
+    assert wait_for(lambda: "kopf operator ended" in leader.log_text(), API_SLACK), "kopf gave up"
+    assert_survived(*members)
     token_file.write_text(kube_ns.token())
     assert wait_for(lambda: _labels_follow(kube_ns, members), API_SLACK)
-    _assert_survived(*members)
+    assert_survived(*members)

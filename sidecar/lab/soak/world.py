@@ -208,18 +208,14 @@ class SoakWorld:
             if expected or sidecar.process is None or sidecar.running:
                 continue
             code = sidecar.process.returncode
-            log = sidecar.log_path.read_text(errors="replace") if sidecar.log_path else ""
+            log = sidecar.log_text()
             self.crashes.append(Crash(sidecar.identity, time.time(), code, log[-2000:]))
             sidecar.start()
 
     def tracebacks(self) -> dict[str, int]:
         """'Traceback' lines in each sidecar's log (logged, not necessarily fatal)."""
-        found = {}
-        for sidecar in self.sidecars:
-            if sidecar.log_path is not None and sidecar.log_path.exists():
-                found[sidecar.identity] = sidecar.log_path.read_text(
-                    errors="replace").count("Traceback (most recent call last)")
-        return found
+        return {sidecar.identity: sidecar.log_text().count("Traceback (most recent call last)")
+                for sidecar in self.sidecars}
 
     def thaw_all(self) -> None:
         for sidecar in self.sidecars:
