@@ -86,10 +86,6 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
-def env_flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in TRUE_WORDS
-
-
 def parse_bool(value: str | None, name: str) -> bool:
     """A boolean environment variable: 1/true/yes/on or 0/false/no/off (or empty)."""
     word = (value or "").strip().lower()

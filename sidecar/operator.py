@@ -52,7 +52,7 @@ from typing import Any
 
 import kopf
 
-from .config import Config
+from .config import Config, shown
 from .k8s import (
     EPOCH_ANNOTATION,
     GROUP_LABEL,
@@ -72,7 +72,7 @@ LEAVING_ON_DELETE = "LeavingOnDelete"
 RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
 STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
 TLS_CLOSE_PAUSE = 0.25
-SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value in an Event or a log line
+SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value (up to 256 KiB) in an Event
 
 
 @dataclasses.dataclass
@@ -168,12 +168,13 @@ class Reconciler:
             )
             return
         self.control.step_down()
-        log.info("step-down annotation on own pod (%s): stepping down", _shown(value))
+        asked = shown(value, SHOWN_VALUE_CHARACTERS)
+        log.info("step-down annotation on own pod (%s): stepping down", asked)
         self.publisher.post_event(
             STEPPED_DOWN,
             f"stepped down as leader of election {self.config.election!r} (epoch "
-            f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}="
-            f"{_shown(value)}); volunteering again at the back of the queue",
+            f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}={asked}); "
+            "volunteering again at the back of the queue",
         )
 
     def other_pod(self, body: Mapping[str, Any]) -> None:
@@ -232,13 +233,6 @@ class Reconciler:
             pod=name,
             uid=metadata.get("uid"),
         )
-
-
-def _shown(value: object, limit: int = SHOWN_VALUE_CHARACTERS) -> str:
-    """A value a person set (any string up to the API's 256 KiB), fit for an Event or a
-    log line: its repr, shortened."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegistry:
