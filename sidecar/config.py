@@ -16,7 +16,6 @@ a value through `shown`, which keeps them on one line and short.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 import os
@@ -25,6 +24,7 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 # All patterns are used with `fullmatch` (a `$` also matches before a final newline).
 ELECTION_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -53,8 +53,7 @@ class ConfigError(Exception):
     """Bad configuration: the CLI prints the message on one line and exits 2."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     zk_hosts: str
     election: str
     identity: str

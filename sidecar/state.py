@@ -12,11 +12,10 @@ publisher that falls behind must publish the newest status, never replay older o
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
 import json
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class Role(enum.StrEnum):
@@ -45,8 +44,7 @@ def parse_isoformat_z(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-@dataclasses.dataclass(frozen=True)
-class RoleStatus:
+class RoleStatus(NamedTuple):
     """One verdict of the election for this candidate.
 
     `epoch` is the czxid of the current leader's znode (None while no leader is known);
@@ -65,7 +63,7 @@ class RoleStatus:
     label_in_sync: bool | None = None
 
     def replace(self, **changes: Any) -> RoleStatus:
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {

@@ -25,13 +25,12 @@ hand their work off at once; this module does not queue for them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -92,8 +91,7 @@ class WatchKind(enum.Enum):
     CONNECTION = "connection"  # kazoo fires every watch with NONE on connection loss
 
 
-@dataclasses.dataclass(frozen=True)
-class NodeStat:
+class NodeStat(NamedTuple):
     czxid: int
     ephemeral_owner: int
     version: int

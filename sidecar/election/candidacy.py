@@ -18,12 +18,12 @@ Not thread-safe: the election's worker thread is its only caller.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
 import time
 import uuid
+from typing import NamedTuple
 
 from ..zk import ConnectionTrouble, NodeStat, NoNode, NotAuthorized, SessionGone, ZkSession
 
@@ -36,8 +36,7 @@ MAX_IDENTITY = 253  # a pod name is a DNS subdomain: at most 253 characters
 MAX_CANDIDATE_DATA = 4096  # a candidate writes a few dozen bytes; more is someone else's
 
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     name: str
     attempt: str
     sequence: int

@@ -40,9 +40,9 @@ candidate becomes the heir only after a listing of its own shows its predecessor
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+from typing import NamedTuple
 
 from ..zk import NodeStat, NoNode, NotAuthorized, ZkSession
 from .candidacy import Candidacy, is_identity
@@ -57,8 +57,7 @@ def record_path(election_path: str) -> str:
     return f"{election_path}{RECORD_SUFFIX}"
 
 
-@dataclasses.dataclass(frozen=True)
-class LeaderRecord:
+class LeaderRecord(NamedTuple):
     identity: str
     epoch: int
     node: str  # the leader's candidate znode name (last path component)

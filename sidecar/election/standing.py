@@ -11,18 +11,16 @@ the worker thread is its only user.
 
 from __future__ import annotations
 
-import dataclasses
 
-
-@dataclasses.dataclass
 class Standing:
-    leading: bool = False
-    lease_deadline: float = 0.0  # monotonic; the lease's end while leading
-    predecessor: str | None = None  # the znode watched (step 5)
-    heir: bool = False  # the predecessor leads: keep an anchor, lead at once
-    watch_armed: bool = False  # predecessor and own watches set on this connection
-    left: bool = False  # out of the election until a rejoin
-    last_leader: tuple[str, str, int] | None = None  # (node, identity, epoch)
+    def __init__(self) -> None:
+        self.leading = False
+        self.lease_deadline = 0.0  # monotonic; the lease's end while leading
+        self.predecessor: str | None = None  # the znode watched (step 5)
+        self.heir = False  # the predecessor leads: keep an anchor, lead at once
+        self.watch_armed = False  # predecessor and own watches set on this connection
+        self.left = False  # out of the election until a rejoin
+        self.last_leader: tuple[str, str, int] | None = None  # (node, identity, epoch)
 
     def no_predecessor(self) -> None:
         self.predecessor = None

@@ -18,13 +18,13 @@ request); the thread is a daemon and dies with the process.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..zk import NotAuthorized, SessionEvent, WatchKind, ZkError
 
@@ -43,8 +43,7 @@ class Kind(enum.Enum):
     STOP = "stop"
 
 
-@dataclasses.dataclass
-class Event:
+class Event(NamedTuple):
     kind: Kind
     session: SessionEvent | None = None
     path: str = ""
