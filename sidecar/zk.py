@@ -342,6 +342,39 @@ class ZkSession:
         with contextlib.suppress(NodeExists):  # a peer made it meanwhile
             self._call(lambda: self.client.create_async(path))
 
+    def _ancestry(self, path: str) -> list[tuple[str, Any]]:
+        """`path` and its ancestors below the root, top first, each with the ACL
+        `ensure_path` gives it (None: the client's default)."""
+        parts = path.strip("/").split("/")
+        paths = ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+        return [(p, self._shared_acl if p != path else None) for p in paths]
+
+    def create_listed(
+        self, parent: str, path_prefix: str, data: bytes
+    ) -> tuple[str, int, list[str] | None]:
+        """`create_ephemeral_sequential` under `parent`, and the listing of `parent`, in
+        one round trip instead of one per request: the creates of `parent` and of its
+        ancestors (each may exist already: that error is ignored), the node's create and
+        the listing go out back to back. ZooKeeper answers one session's requests in
+        order, so the listing is served after the create. Returns the node's path, its
+        czxid and the listing (None if only the listing failed). NoNode if `parent` could
+        not be made: `ensure_path` then says why."""
+        session = self.require_session()
+        sent = time.monotonic()
+        for path, acl in self._ancestry(parent):
+            self.client.create_async(path, acl=acl)  # its answer comes first, unread
+        created = self.client.create_async(
+            path_prefix, data, ephemeral=True, sequence=True, include_data=True
+        )
+        listed = self.client.get_children_async(parent)
+        node, stat = self._call(lambda: created)
+        self._record_answer(session, sent)
+        try:
+            names: list[str] | None = self._call(lambda: listed)
+        except ZkError:
+            names = None
+        return str(node), int(stat.czxid), names
+
     def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> tuple[str, int]:
         """The created node's path and czxid (one request: ZooKeeper's create2). A create is
         committed by a quorum like the lease's check transaction, so it anchors a lease

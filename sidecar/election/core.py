@@ -250,14 +250,15 @@ class Election:
             return
         for _ in range(MAX_RELISTS):
             # 1. Be a candidate.
+            listing = None
             if self.candidacy.node is None:
                 self.standing.leading = False
                 if self.board.token != token:
                     return  # a session change is queued; it re-checks with the new state
-                self.candidacy.volunteer()
+                listing = self.candidacy.volunteer()  # with step 2's listing, usually
             # 2. List, ignoring foreign children, ordered by integer sequence.
             try:
-                children = self.zk.children(self.path)
+                children = self.zk.children(self.path) if listing is None else listing
             except NoNode:
                 self.candidacy.forget()  # the parent was deleted, and our znode with it
                 continue
