@@ -29,7 +29,11 @@ from collections.abc import Callable, Sequence
 
 from .metrics import Metrics
 from .rolefiles import RoleFiles
-from .state import Publisher, Role, RoleStatus, ZkState
+from .state import Role, RoleStatus, ZkState
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from .state import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import (
@@ -53,8 +52,11 @@ MAX_DEMO_ROUNDS = 1_000_000
 MAX_DEMO_INTERVAL = 3600.0
 DEMO_TICK_MS = (10, 10_000)
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, TypeVar
 
+    T = TypeVar("T")
 
 class UsageError(Exception):
     """argparse found bad usage; reported like a ConfigError."""
@@ -374,9 +376,15 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with _collector_paused():
+        # ZooKeeper first: kazoo is most of what a sidecar loads, and the session is made
+        # (a round trip and a quorum commit) while the rest of the sidecar loads.
+        from .zk import session_for
+
+        session = session_for(config)
+        session.start()
         from .runner import Sidecar
 
-        sidecar = Sidecar(config)
+        sidecar = Sidecar(config, session)
         try:
             sidecar.start()
         except ConfigError:

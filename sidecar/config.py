@@ -24,17 +24,19 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
-# All patterns are used with `fullmatch` (a `$` also matches before a final newline).
-ELECTION_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-HOST_PORT_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:([0-9]{1,5}))?")
-SCOPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-HOST_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
-CHROOT_RE = re.compile(r"(/[A-Za-z0-9_.-]+)+")
-DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-LABEL_KEY_RE = re.compile(
+from .state import Record
+
+# All patterns are used with `re.fullmatch` (a `$` also matches before a final newline),
+# which compiles one at its first use: a sidecar's start compiles only those it needs.
+ELECTION_NAME_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+HOST_PORT_PATTERN = r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:([0-9]{1,5}))?"
+SCOPE_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+HOST_NAME_PATTERN = r"[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?"
+CHROOT_PATTERN = r"(/[A-Za-z0-9_.-]+)+"
+DNS_LABEL_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS_SUBDOMAIN_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LABEL_KEY_PATTERN = (
     r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 )
@@ -53,22 +55,58 @@ class ConfigError(Exception):
     """Bad configuration: the CLI prints the message on one line and exits 2."""
 
 
-class Config(NamedTuple):
-    zk_hosts: str
-    election: str
-    identity: str
-    namespace: str | None = None
-    role_dir: Path = DEFAULT_ROLE_DIR
-    session_timeout: float = 6.0
-    role_label: str = "role"
-    http_port: int = 8081
-    http_host: str = "0.0.0.0"
-    k8s_enabled: bool = True
-    zk_auth: str | None = None
-    election_parent: str = DEFAULT_PARENT
-    kubeconfig: str | None = None
-    elector_port: int = 0
-    log_level: str = "INFO"
+class Config(Record):
+    __slots__ = (
+        "election",
+        "election_parent",
+        "elector_port",
+        "http_host",
+        "http_port",
+        "identity",
+        "k8s_enabled",
+        "kubeconfig",
+        "log_level",
+        "namespace",
+        "role_dir",
+        "role_label",
+        "session_timeout",
+        "zk_auth",
+        "zk_hosts",
+    )
+
+    def __init__(
+        self,
+        zk_hosts: str,
+        election: str,
+        identity: str,
+        namespace: str | None = None,
+        role_dir: Path = DEFAULT_ROLE_DIR,
+        session_timeout: float = 6.0,
+        role_label: str = "role",
+        http_port: int = 8081,
+        http_host: str = "0.0.0.0",
+        k8s_enabled: bool = True,
+        zk_auth: str | None = None,
+        election_parent: str = DEFAULT_PARENT,
+        kubeconfig: str | None = None,
+        elector_port: int = 0,
+        log_level: str = "INFO",
+    ) -> None:
+        self.zk_hosts = zk_hosts
+        self.election = election
+        self.identity = identity
+        self.namespace = namespace
+        self.role_dir = role_dir
+        self.session_timeout = session_timeout
+        self.role_label = role_label
+        self.http_port = http_port
+        self.http_host = http_host
+        self.k8s_enabled = k8s_enabled
+        self.zk_auth = zk_auth
+        self.election_parent = election_parent
+        self.kubeconfig = kubeconfig
+        self.elector_port = elector_port
+        self.log_level = log_level
 
     @property
     def election_path(self) -> str:
@@ -116,7 +154,7 @@ def default_identity(env: Mapping[str, str]) -> str:
 
 def _znode_path_ok(path: str) -> bool:
     """An absolute ZooKeeper path of plain names: no '.' or '..' (the server refuses them)."""
-    return bool(CHROOT_RE.fullmatch(path)) and not any(
+    return bool(re.fullmatch(CHROOT_PATTERN, path)) and not any(
         part in (".", "..") for part in path.split("/")
     )
 
@@ -128,7 +166,7 @@ def _host_ok(host: str) -> bool:
         except ValueError:
             return False
         return True
-    return len(host) <= MAX_NAME and bool(HOST_NAME_RE.fullmatch(host))
+    return len(host) <= MAX_NAME and bool(re.fullmatch(HOST_NAME_PATTERN, host))
 
 
 def validate_zk_hosts(zk_hosts: str | None) -> str:
@@ -139,7 +177,7 @@ def validate_zk_hosts(zk_hosts: str | None) -> str:
     if slash and not _znode_path_ok("/" + chroot):
         raise ConfigError(f"malformed ZooKeeper chroot in {shown(zk_hosts)}")
     for entry in hosts.split(","):
-        match = HOST_PORT_RE.fullmatch(entry.strip())
+        match = re.fullmatch(HOST_PORT_PATTERN, entry.strip())
         if not match or not _host_ok(match.group(1)):
             raise ConfigError(
                 f"malformed ZooKeeper connect string {shown(zk_hosts)}: bad entry {shown(entry)}"
@@ -162,7 +200,7 @@ def validate_zk_hosts(zk_hosts: str | None) -> str:
 def validate_election(name: str | None) -> str:
     if not name:
         raise ConfigError("missing election name: set --election or ELECTION_NAME")
-    if len(name) > 63 or not ELECTION_NAME_RE.fullmatch(name):
+    if len(name) > 63 or not re.fullmatch(ELECTION_NAME_PATTERN, name):
         raise ConfigError(
             f"bad election name {shown(name)}: use lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
@@ -209,7 +247,7 @@ def validate_port(value: str | int, what: str) -> int:
 
 def validate_role_label(key: str) -> str:
     prefix, slash, _ = key.rpartition("/")
-    if not LABEL_KEY_RE.fullmatch(key) or (slash and len(prefix) > MAX_NAME):
+    if not re.fullmatch(LABEL_KEY_PATTERN, key) or (slash and len(prefix) > MAX_NAME):
         raise ConfigError(f"bad role label key {shown(key)}: not a valid Kubernetes label key")
     return key
 
@@ -247,7 +285,7 @@ def validate_identity(identity: str, for_kubernetes: bool) -> str:
             f"bad identity {shown(identity)}: 1-{MAX_NAME} printable characters, "
             "no spaces or '/'"
         )
-    if for_kubernetes and not DNS_SUBDOMAIN_RE.fullmatch(identity):
+    if for_kubernetes and not re.fullmatch(DNS_SUBDOMAIN_PATTERN, identity):
         raise ConfigError(
             f"bad identity {shown(identity)}: the pod's name (POD_NAME) must be a DNS "
             "subdomain (lower-case letters, digits, '-' and '.')"
@@ -259,7 +297,7 @@ def validate_namespace(namespace: str | None) -> str | None:
     """A Kubernetes namespace (DNS label); empty means none."""
     if not namespace:
         return None
-    if not DNS_LABEL_RE.fullmatch(namespace):
+    if not re.fullmatch(DNS_LABEL_PATTERN, namespace):
         raise ConfigError(
             f"bad namespace {shown(namespace)}: a DNS label (lower-case letters, digits and "
             "'-', at most 63 characters)"
@@ -272,9 +310,10 @@ def validate_http_host(host: str) -> str:
     try:
         ipaddress.ip_address(host)
         _, percent, scope = host.partition("%")
-        valid = not percent or bool(SCOPE_RE.fullmatch(scope))  # fe80::1%eth0
+        valid = not percent or bool(re.fullmatch(SCOPE_PATTERN, scope))  # fe80::1%eth0
     except ValueError:
-        valid = ":" not in host and len(host) <= MAX_NAME and bool(HOST_NAME_RE.fullmatch(host))
+        named = bool(re.fullmatch(HOST_NAME_PATTERN, host))
+        valid = ":" not in host and len(host) <= MAX_NAME and named
     if not valid:
         raise ConfigError(
             f"bad HTTP host {shown(host)}: an IP address (0.0.0.0, ::) or a host name"

@@ -17,11 +17,13 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from .state import Role, RoleStatus, ZkState
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
 if TYPE_CHECKING:
+    from typing import Any
+
     from prometheus_client import CollectorRegistry
 
 PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -48,7 +48,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
@@ -63,7 +63,10 @@ from .k8s import (
     core_api,
 )
 from .kubeapi import ApiError
-from .state import ElectionControl, Role
+from .state import Role
+
+if TYPE_CHECKING:
+    from .state import ElectionControl
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,10 @@ Guaranteed: a reader never sees a partial file: each file is written to a tempor
 in the same directory, flushed, fsynced and renamed over the old one (rename is atomic on
 POSIX file systems). `role` is written after `status.json`, so a reader that sees a new role
 finds at least as new a status. Not guaranteed: the two files change at the same instant.
+
+At run time this module loads nothing of the sidecar, nor `typing`: kazoo's recipe in the
+benchmarks writes its role file with `write_atomically` too (the same steps, so failovers
+compare like with like), and must not pay for the sidecar's modules at a cold start.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from .state import RoleStatus
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .state import RoleStatus
 
 ROLE_FILE = "role"
 STATUS_FILE = "status.json"

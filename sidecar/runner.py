@@ -27,7 +27,6 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import Any
 
 from . import control
 from .board import StatusBoard
@@ -36,6 +35,11 @@ from .election import Election
 from .metrics import Metrics
 from .rolefiles import RoleFiles
 from .state import RoleStatus, ZkState
+from .zk import ZkSession
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +55,13 @@ def listen(host: str, port: int) -> socket.socket:
 class Sidecar:
     """A running candidate with its publishers. Implements `ElectionControl`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, zk: ZkSession | None = None) -> None:
+        """`zk`: the election's session, maybe connecting already (`cli.cmd_run`)."""
         self.config = config
         self.metrics = Metrics(config.election)
         initial = RoleStatus(election=config.election, identity=config.identity, zk=ZkState.LOST)
         self.board = StatusBoard(initial, RoleFiles(config.role_dir), self.metrics)
-        self.election = Election(config, self.board, self.metrics)
+        self.election = Election(config, self.board, self.metrics, zk)
         self.control: Any = None  # HttpServer on the control socket
         self.http: Any = None  # HttpServer, imported once the election is under way
         self.elector_http: Any = None

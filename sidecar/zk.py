@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -49,6 +48,13 @@ from kazoo.exceptions import (
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import make_acl, make_digest_acl
+
+from .config import Config
+from .state import Record
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +97,14 @@ class WatchKind(enum.Enum):
     CONNECTION = "connection"  # kazoo fires every watch with NONE on connection loss
 
 
-class NodeStat(NamedTuple):
-    czxid: int
-    ephemeral_owner: int
-    version: int
-    mzxid: int = 0  # the zxid of the newest change of its data
+class NodeStat(Record):
+    __slots__ = ("czxid", "ephemeral_owner", "mzxid", "version")
+
+    def __init__(self, czxid: int, ephemeral_owner: int, version: int, mzxid: int = 0) -> None:
+        self.czxid = czxid
+        self.ephemeral_owner = ephemeral_owner
+        self.version = version
+        self.mzxid = mzxid  # the zxid of the newest change of its data
 
 
 def _node_stat(stat: Any) -> NodeStat:
@@ -154,19 +163,25 @@ def parse_auth(zk_auth: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def session_for(config: Config) -> ZkSession:
+    """The session an election of `config` runs on, not started yet."""
+    return ZkSession(config.zk_hosts, config.session_timeout, zk_auth=config.zk_auth)
+
+
 class ZkSession:
     """One kazoo client that reconnects forever and reports plain events.
 
     `on_session` receives `SessionEvent`s; `on_watch` receives `(path, WatchKind)`. Both are
-    called on kazoo's threads and must not block.
+    called on kazoo's threads and must not block. A session may be started before its
+    callbacks exist (`attach`): its events are held until then, in order.
     """
 
     def __init__(
         self,
         hosts: str,
         session_timeout: float,
-        on_session: Callable[[SessionEvent], None],
-        on_watch: Callable[[str, WatchKind], None],
+        on_session: Callable[[SessionEvent], None] | None = None,
+        on_watch: Callable[[str, WatchKind], None] | None = None,
         zk_auth: str | None = None,
     ) -> None:
         self.requested_timeout = session_timeout
@@ -174,8 +189,13 @@ class ZkSession:
         self._lock = threading.Lock()
         self._answered_send: float | None = None
         self._answered_session: int | None = None
-        self._on_session = on_session
-        self._on_watch = on_watch
+        self._delivery = threading.Lock()
+        self._held: list[SessionEvent] | None = []
+        self._on_session: Callable[[SessionEvent], None] = lambda _: None
+        self._on_watch: Callable[[str, WatchKind], None] = lambda *_: None
+        self._started = False
+        if on_session is not None and on_watch is not None:
+            self.attach(on_session, on_watch)
         auth = parse_auth(zk_auth)
         acl = None
         auth_data = None
@@ -228,15 +248,31 @@ class ZkSession:
     def connected(self) -> bool:
         return bool(self.client.connected)
 
+    def attach(
+        self, on_session: Callable[[SessionEvent], None], on_watch: Callable[[str, WatchKind], None]
+    ) -> None:
+        """Deliver events to these callbacks from now on, the session events held since
+        `start` first."""
+        with self._delivery:
+            self._on_session, self._on_watch = on_session, on_watch
+            held, self._held = self._held or [], None
+            for event in held:
+                on_session(event)
+
     def _listener(self, state: str) -> None:
         if state == KazooState.CONNECTED:
-            self._on_session(SessionEvent.CONNECTED)
+            event = SessionEvent.CONNECTED
         elif state == KazooState.SUSPENDED:
-            self._on_session(SessionEvent.SUSPENDED)
+            event = SessionEvent.SUSPENDED
         else:
             with self._lock:
                 self._answered_send = None
-            self._on_session(SessionEvent.LOST)
+            event = SessionEvent.LOST
+        with self._delivery:
+            if self._held is not None:
+                self._held.append(event)
+                return
+        self._on_session(event)
 
     def _watch(self, event: WatchedEvent) -> None:
         if event.type == EventType.NONE:
@@ -248,8 +284,11 @@ class ZkSession:
         self._on_watch(event.path or "", kind)
 
     def start(self) -> None:
-        """Connect in the background; never raises for an unreachable ensemble."""
-        self.client.start_async()
+        """Connect in the background; never raises for an unreachable ensemble. Once:
+        kazoo would drop a connection under way and begin again."""
+        if not self._started:
+            self._started = True
+            self.client.start_async()
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected (for one-shot commands such as `status`)."""

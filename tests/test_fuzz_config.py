@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,10 +30,10 @@ from kazoo.hosts import collect_hosts
 
 from sidecar.cli import UsageError, build_parser, configure, main
 from sidecar.config import (
-    DNS_LABEL_RE,
-    DNS_SUBDOMAIN_RE,
-    ELECTION_NAME_RE,
-    LABEL_KEY_RE,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    ELECTION_NAME_PATTERN,
+    LABEL_KEY_PATTERN,
     LOG_LEVELS,
     MAX_SESSION_TIMEOUT,
     MIN_SESSION_TIMEOUT,
@@ -122,19 +123,19 @@ def assert_valid(config: Config | Rejected | None) -> Config:
     hosts, chroot = collect_hosts(config.zk_hosts)  # what the sidecar's kazoo will do
     assert hosts and all(host and 0 < port < 65536 for host, port in hosts)
     assert chroot is None or chroot.startswith("/")
-    assert ELECTION_NAME_RE.fullmatch(config.election) and len(config.election) <= 63
+    assert re.fullmatch(ELECTION_NAME_PATTERN, config.election) and len(config.election) <= 63
     assert math.isfinite(config.session_timeout)
     assert MIN_SESSION_TIMEOUT <= config.session_timeout <= MAX_SESSION_TIMEOUT
     for port in (config.http_port, config.elector_port):
         assert isinstance(port, int) and 0 <= port <= 65535
     assert not config.elector_port or config.elector_port != config.http_port
     assert config.role_dir.is_dir() and os.access(config.role_dir, os.W_OK)
-    assert LABEL_KEY_RE.fullmatch(config.role_label)
+    assert re.fullmatch(LABEL_KEY_PATTERN, config.role_label)
     assert config.identity and config.identity.isprintable() and len(config.identity) <= 253
     assert not any(char.isspace() or char == "/" for char in config.identity)
     if config.publishes_to_kubernetes:
-        assert DNS_SUBDOMAIN_RE.fullmatch(config.identity)
-    assert config.namespace is None or DNS_LABEL_RE.fullmatch(config.namespace)
+        assert re.fullmatch(DNS_SUBDOMAIN_PATTERN, config.identity)
+    assert config.namespace is None or re.fullmatch(DNS_LABEL_PATTERN, config.namespace)
     assert config.election_path.startswith("/") and "//" not in config.election_path
     assert not {".", ".."} & set(config.election_path.split("/"))
     assert config.log_level in LOG_LEVELS

@@ -25,8 +25,8 @@ import logging
 import re
 import time
 import uuid
-from typing import NamedTuple
 
+from ..state import Record
 from ..zk import ConnectionTrouble, NodeStat, NoNode, NotAuthorized, SessionGone, ZkSession
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,13 @@ MAX_IDENTITY = 253  # a pod name is a DNS subdomain: at most 253 characters
 MAX_CANDIDATE_DATA = 4096  # a candidate writes a few dozen bytes; more is someone else's
 
 
-class Candidate(NamedTuple):
-    name: str
-    attempt: str
-    sequence: int
+class Candidate(Record):
+    __slots__ = ("attempt", "name", "sequence")
+
+    def __init__(self, name: str, attempt: str, sequence: int) -> None:
+        self.name = name
+        self.attempt = attempt
+        self.sequence = sequence
 
 
 def parse_candidates(names: list[str]) -> list[Candidate]:

@@ -48,7 +48,7 @@ from ..board import StatusBoard
 from ..config import Config
 from ..metrics import Metrics
 from ..state import ZkState
-from ..zk import NoNode, SessionEvent, WatchKind, ZkError, ZkSession
+from ..zk import NoNode, SessionEvent, WatchKind, ZkError, ZkSession, session_for
 from . import lease
 from .candidacy import Candidacy, candidate_data
 from .follower import Follower
@@ -66,18 +66,20 @@ MAX_RELISTS = 20
 class Election:
     """One candidate. `start()` it; `step_down()`, `leave()` and `stop()` from any thread."""
 
-    def __init__(self, config: Config, board: StatusBoard, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        board: StatusBoard,
+        metrics: Metrics | None = None,
+        zk: ZkSession | None = None,
+    ) -> None:
+        """`zk`: a session of this configuration, maybe started already (`cli.cmd_run`
+        connects while the sidecar loads); its events reach this election in order."""
         self.config = config
         self.board = board
         self.metrics = metrics
         self.path = config.election_path
-        self.zk = ZkSession(
-            config.zk_hosts,
-            config.session_timeout,
-            on_session=self._on_session,
-            on_watch=self._on_watch,
-            zk_auth=config.zk_auth,
-        )
+        self.zk = zk or session_for(config)
         self.candidacy = Candidacy(
             self.zk, self.path, candidate_data(config.identity, config.namespace)
         )
@@ -94,6 +96,7 @@ class Election:
             self.worker,
         )
         self.wakeups = 0  # re-checks caused by a watch: one per leader change, not N-1
+        self.zk.attach(self._on_session, self._on_watch)
 
     @property
     def record_reads(self) -> int:

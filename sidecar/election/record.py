@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import NamedTuple
 
+from ..state import Record
 from ..zk import NodeStat, NoNode, NotAuthorized, ZkSession
 from .candidacy import Candidacy, is_identity
 
@@ -57,10 +57,13 @@ def record_path(election_path: str) -> str:
     return f"{election_path}{RECORD_SUFFIX}"
 
 
-class LeaderRecord(NamedTuple):
-    identity: str
-    epoch: int
-    node: str  # the leader's candidate znode name (last path component)
+class LeaderRecord(Record):
+    __slots__ = ("epoch", "identity", "node")
+
+    def __init__(self, identity: str, epoch: int, node: str) -> None:
+        self.identity = identity
+        self.epoch = epoch
+        self.node = node  # the leader's candidate znode name (last path component)
 
     def encode(self) -> bytes:
         return json.dumps(

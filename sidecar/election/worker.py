@@ -24,8 +24,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
+from ..state import Record
 from ..zk import NotAuthorized, SessionEvent, WatchKind, ZkError
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,22 @@ class Kind(enum.Enum):
     STOP = "stop"
 
 
-class Event(NamedTuple):
-    kind: Kind
-    session: SessionEvent | None = None
-    path: str = ""
-    watch: WatchKind | None = None
-    done: threading.Event | None = None
+class Event(Record):
+    __slots__ = ("done", "kind", "path", "session", "watch")
+
+    def __init__(
+        self,
+        kind: Kind,
+        session: SessionEvent | None = None,
+        path: str = "",
+        watch: WatchKind | None = None,
+        done: threading.Event | None = None,
+    ) -> None:
+        self.kind = kind
+        self.session = session
+        self.path = path
+        self.watch = watch
+        self.done = done
 
 
 class Worker:
