@@ -38,6 +38,7 @@ from common import (
     filesystem_type,
     machine,
     precompile,
+    process_cpu_ms,
     process_cpu_seconds,
     summary,
     write_json,
@@ -109,11 +110,17 @@ def _names(member: SidecarProcess, leader: str) -> bool:
     return status is not None and status.get("leader") == leader
 
 
+@dataclasses.dataclass
+class ColdStart:
+    first_leader: float  # seconds from the first start until some role file says leader
+    all_decided: float  # ... until every candidate has a verdict
+    leader_cpu_ms: float  # CPU the first leader had used by then (all its threads)
+
+
 def start_group(
     name: str, ensemble: Ensemble, base: Path, args: argparse.Namespace, election: str
-) -> tuple[list[SidecarProcess], float, float]:
-    """Start one implementation's candidates at once in `election`: the members, and the
-    seconds until the first leader and until every candidate had a verdict."""
+) -> tuple[list[SidecarProcess], ColdStart]:
+    """Start one implementation's candidates at once in `election`."""
     kind = IMPLEMENTATIONS[name]
     members = [
         kind(
@@ -129,25 +136,30 @@ def start_group(
     if not wait_for(lambda: bool(leaders(members)), 30, 0.0005):
         raise SystemExit(f"{name}: no leader after a cold start")
     first_leader = time.monotonic() - cold_start
+    cpu = process_cpu_ms(leaders(members)[0].pid)
     settle(members)
-    return members, first_leader, time.monotonic() - cold_start
+    return members, ColdStart(first_leader, time.monotonic() - cold_start, cpu)
 
 
 def cold_starts(
     names: list[str], ensemble: Ensemble, base: Path, args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
     """Cold starts, alternating between the implementations (a fresh election each)."""
-    first: dict[str, list[float]] = {name: [] for name in names}
-    decided: dict[str, list[float]] = {name: [] for name in names}
+    starts: dict[str, list[ColdStart]] = {name: [] for name in names}
     for i in range(args.cold_starts):
         for name in names:
-            members, to_leader, to_all = start_group(name, ensemble, base, args, f"cold-{i}")
+            members, started = start_group(name, ensemble, base, args, f"cold-{i}")
             for member in members:
                 member.cleanup()
-            first[name].append(to_leader)
-            decided[name].append(to_all)
-    return {name: {"first_leader": summary(first[name]), "all_decided": summary(decided[name])}
-            for name in names}
+            starts[name].append(started)
+    return {
+        name: {
+            "first_leader": summary([s.first_leader for s in starts[name]]),
+            "all_decided": summary([s.all_decided for s in starts[name]]),
+            "leader_cpu_ms": summary([s.leader_cpu_ms / 1000 for s in starts[name]]),
+        }
+        for name in names
+    }
 
 
 def run_filesystem(
@@ -160,7 +172,7 @@ def run_filesystem(
     try:
         results.update(cold_starts(names, ensemble, base, args))
         for name in names:
-            groups[name], _, _ = start_group(name, ensemble, base, args, f"bench-{name}")
+            groups[name], _ = start_group(name, ensemble, base, args, f"bench-{name}")
         for member in (m for members in groups.values() for m in members):
             quiet(member)
         ours = groups.get("leader-sidecar", [])
@@ -235,7 +247,7 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--graceful-rounds", type=int, default=50)
     parser.add_argument("--crash-rounds", type=int, default=50)
-    parser.add_argument("--cold-starts", type=int, default=10,
+    parser.add_argument("--cold-starts", type=int, default=30,
                         help="cold starts of each implementation, alternating")
     parser.add_argument("--session-timeout", type=float, default=2.0)
     parser.add_argument("--tick-ms", type=int, default=200)
@@ -286,7 +298,8 @@ def print_table(result: dict[str, Any]) -> None:
         for name, data in found["implementations"].items():
             print(f"{filesystem}: {name}: first leader {data['first_leader']['median_ms']:.0f} "
                   f"ms after a cold start (median of {data['first_leader']['n']}, process "
-                  f"start-up included), all decided {data['all_decided']['median_ms']:.0f} ms"
+                  f"start-up included; it had used {data['leader_cpu_ms']['median_ms']:.0f} "
+                  f"ms of CPU), all decided {data['all_decided']['median_ms']:.0f} ms"
                   + (f"; instants with two unexpired leases: {data['two_leader_instants']}"
                      if "two_leader_instants" in data else ""))
             if "followers_know" in data:

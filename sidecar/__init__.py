@@ -4,7 +4,10 @@ Layers, imports pointing one way only:
 state, config  <-  zk (the only kazoo import)  <-  election/ (candidacy, lease, record, core)
 state, config  <-  rolefiles, metrics, control, httpapi, kubeapi (the only HTTP client of
                    the API), k8s, operator (the only kopf import)
-everything     <-  runner (composition)  <-  cli
+everything     <-  runner (composition)  <-  cli  <-  __main__
+A cold start is CPU the first election waits for (a sidecar starts in a crowd of pods):
+the path to the first verdict loads neither `typing` nor `dataclasses` (`state.Record`),
+the faces load after it, and `__main__` keeps the garbage collector off meanwhile.
 lab/ stands in for the world (ensemble, fault proxy, processes, local cluster); the
 sidecar itself never imports it.
 """

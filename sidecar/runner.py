@@ -1,13 +1,15 @@
 """The composition root: one running sidecar, from a `Config` to a stopped process.
 
-Start order: the status writer (it writes `unknown` at once, so the application never
-reads a stale role from an earlier container, unless the first verdict is already there),
-the control socket and HTTP ports (bound, not served), the Kubernetes publisher (when
-enabled), the election; then, after its first verdict or at most `FACES_AFTER_AT_MOST`,
-the HTTP face, the control socket and the operator. Their imports cost CPU the first
-election should not wait for; until then a probe or `leader-sidecar leave` waits in the
-listen queue, and step-down annotations wait for the operator, which reads the pods it
-watches when it starts.
+Start order (`cli.cmd_run` has started the ZooKeeper session already, before it loaded the
+rest of the sidecar, so that the session's round trip overlaps that CPU): the status
+writer (it writes `unknown` at once, so the application never reads a stale role from an
+earlier container, unless the first verdict is already there), the control socket and
+HTTP ports (bound, not served), the Kubernetes publisher (when enabled), the election;
+then, after its first verdict or at most `FACES_AFTER_AT_MOST`, the HTTP face, the
+control socket and the operator. Their imports cost CPU the first election should not
+wait for; until then a probe or `leader-sidecar leave` waits in the listen queue, and
+step-down annotations wait for the operator, which reads the pods it watches when it
+starts.
 
 Graceful stop (SIGTERM, SIGINT), in this order, each step bounded in time:
 1. demote: `unknown` into the role files (waited for), then the pod label is requested;
