@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from .config import ConfigError, parse_int, shown
+
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -102,8 +104,14 @@ def load_connection(kubeconfig: str | None) -> ApiConnection:
 
 
 def _from_service_account() -> ApiConnection:
-    host = os.environ["KUBERNETES_SERVICE_HOST"]
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    """The kubelet's variables, checked: they end up in the URL of every request."""
+    host = os.environ["KUBERNETES_SERVICE_HOST"].strip()
+    if not host or any(char in host for char in "/@?#[] \t\n") or not host.isprintable():
+        raise KubernetesConfigError(f"KUBERNETES_SERVICE_HOST {shown(host)} is no host")
+    try:
+        port = parse_int(os.environ.get("KUBERNETES_SERVICE_PORT") or "443", "API port", 1, 65535)
+    except ConfigError as error:
+        raise KubernetesConfigError(f"KUBERNETES_SERVICE_PORT: {error}") from None
     host = f"[{host}]" if ":" in host else host
     return ApiConnection(
         server=f"https://{host}:{port}",

@@ -21,6 +21,7 @@ from .config import (
     ConfigError,
     validate_election,
     validate_election_parent,
+    validate_session_timeout,
     validate_zk_auth,
     validate_zk_hosts,
 )
@@ -28,6 +29,7 @@ from .election import identity_of, parse_candidates
 from .zk import NoNode, ZkError, ZkSession
 
 CONNECT_TIMEOUT = 10.0
+SESSION_TIMEOUT = 10.0  # a one-shot reader; --session-timeout overrides it
 
 
 class StatusUnavailable(Exception):
@@ -102,7 +104,9 @@ def print_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     )
     auth = validate_zk_auth(args.zk_auth or env.get("ZK_AUTH"))
     path = f"{parent.rstrip('/')}/{election}"
-    zk = ZkSession(hosts, 10.0, on_session=lambda _: None, on_watch=lambda *_: None, zk_auth=auth)
+    timeout = validate_session_timeout(getattr(args, "session_timeout", None) or SESSION_TIMEOUT)
+    zk = ZkSession(hosts, timeout, on_session=lambda _: None, on_watch=lambda *_: None,
+                   zk_auth=auth)
     zk.start()
     try:
         if not zk.wait_connected(CONNECT_TIMEOUT):

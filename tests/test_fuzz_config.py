@@ -653,3 +653,33 @@ def test_real_argv_bytes_exit_2_with_one_line(base: Path, value: bytes) -> None:
     assert b"Traceback" not in result.stderr
     assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(PREFIX.encode())
     assert b"--election" in result.stderr
+
+
+@pytest.mark.parametrize(("host", "port"), [
+    ("10.96.0.1", "44x3"), ("10.96.0.1", "0"), ("10.96.0.1", "70000"), ("10.96.0.1", "-1"),
+    ("evil.example/x?", "443"), ("user@10.96.0.1", "443"), ("", "443"), ("a b", "443"),
+    ("10.96.0.1\n", "4 43"),
+])
+def test_the_kubelets_api_address_is_checked_before_it_reaches_a_url(
+    monkeypatch: pytest.MonkeyPatch, host: str, port: str
+) -> None:
+    """In a pod the API's address comes from KUBERNETES_SERVICE_HOST and _PORT: a value
+    that is no host or port stops the sidecar with one line (a configuration error)."""
+    from sidecar import kubeapi
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    with pytest.raises(kubeapi.KubernetesConfigError) as error:
+        kubeapi._from_service_account()
+    assert "\n" not in str(error.value) and "KUBERNETES_SERVICE_" in str(error.value)
+
+
+def test_the_kubelets_api_address_in_the_usual_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar import kubeapi
+
+    for host, port, server in (("10.96.0.1", "443", "https://10.96.0.1:443"),
+                               ("fd00::1", "6443", "https://[fd00::1]:6443"),
+                               ("kubernetes.default.svc", "", "https://kubernetes.default.svc:443")):
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+        assert kubeapi._from_service_account().server == server
