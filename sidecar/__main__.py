@@ -1,10 +1,9 @@
 """`python -m sidecar` and the `leader-sidecar` command (pyproject.toml).
 
-For `run`, the cyclic garbage collector is off from here on: every object made while the
-sidecar loads (modules, classes, functions) lives as long as the process, and a collector
-that walks them again and again costs about 4 % of the CPU before the first verdict (a
-sidecar starts in a crowd of pods). `cli.cmd_run` freezes them out of later collections
-and turns the collector on once the sidecar has started; a bad command line exits first.
+For `run`, the cyclic garbage collector is off from here on until the first verdict:
+what the sidecar loads before it (kazoo, the election) lives as long as the process, and
+a collector that walks it again and again costs about 4 % of the CPU a cold start waits
+for (a sidecar starts in a crowd of pods). `cli.cmd_run` turns it on again.
 """
 
 import gc

@@ -97,6 +97,11 @@ class Sidecar:
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> Sidecar:
+        self.start_election()
+        return self.start_faces()
+
+    def start_election(self) -> None:
+        """Everything up to the first verdict (waited for, at most `FACES_AFTER_AT_MOST`)."""
         self.board.start()  # writes `unknown` while the election connects (no wait: on a
         # disk the two fsyncs would delay the first verdict; a verdict that comes first is
         # simply the first thing written)
@@ -107,6 +112,9 @@ class Sidecar:
         # imports (http.server, kopf) cost tens to hundreds of ms of CPU, which the first
         # election should not wait for.
         self.board.wait_decided(FACES_AFTER_AT_MOST)
+
+    def start_faces(self) -> Sidecar:
+        """The HTTP face, the control socket's server and the operator."""
         self._start_http()
         self._start_operator()
         log.info(
