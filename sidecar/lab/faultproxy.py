@@ -4,8 +4,9 @@ Faults, as a partitioned network shows them to a client:
 - `blackhole()`: bytes stop flowing both ways, connections stay open (a silent partition:
   the client only notices through its own ping time-out);
 - `cut()`: every connection is closed and new ones are closed at once (a refused network);
-- `drop_reply_after_create()`: the next create request reaches the server, but the
-  connection is closed before the reply comes back (a lost reply);
+- `drop_reply_after_create()`: the next create of a candidate's znode (`/candidate-` in
+  its path) reaches the server, but the connection is closed before the reply comes back
+  (a lost reply; the creates of the election's path that go out with it are let through);
 - `delay(seconds)`: every chunk of bytes waits that long before it is passed on, both
   ways (a slow server or link; works for TLS too, since nothing is parsed);
 - `heal()`: back to normal.
@@ -52,7 +53,7 @@ class _Link:
                 sock.close()
 
     def _saw_create(self, data: bytes) -> bool:
-        """Frame the client's requests; True if a create request is in `data`."""
+        """Frame the client's requests; True if a candidate's create is in `data`."""
         self._buffer += data
         found = False
         while len(self._buffer) >= 4:
@@ -63,7 +64,7 @@ class _Link:
             self.frames_seen += 1
             if self.frames_seen > 1 and len(frame) >= 8:
                 (opcode,) = struct.unpack(">i", frame[4:8])
-                found = found or opcode in CREATE_OPCODES
+                found = found or (opcode in CREATE_OPCODES and b"/candidate-" in frame)
         return found
 
     def _pump(self, source: socket.socket, target: socket.socket, upstream: bool) -> None:
