@@ -14,7 +14,10 @@ Three kinds of threads meet here, and none of them may block the others:
   the writer is not busy, one thread handoff less on the way to the successor.
 
 Guaranteed: the files never go backwards (a newer status is never overwritten by an older
-one); a failed write is retried until it succeeds. Not guaranteed: every intermediate
+one); a failed write is retried until it succeeds; a leader's status whose lease has
+already run out is never published: it is withdrawn (`unknown`) instead. (A freeze between
+that check and the file's rename can still write one, already expired: which is why an
+application reads `lease_expires`, `lease` 4.) Not guaranteed: every intermediate
 status reaches the files. A failure is logged once per kind (say, a full or read-only
 file system), and once more when the files are written again.
 """
@@ -116,6 +119,8 @@ class StatusBoard:
         with self._cond:
             if token != self._token or self._frozen:
                 return False
+            if role is Role.LEADER and self._ended(lease_expires):
+                return False
             self._set(
                 self._status.replace(
                     role=role, leader=leader, epoch=epoch, lease_expires=lease_expires,
@@ -128,8 +133,15 @@ class StatusBoard:
         with self._cond:
             if token != self._token or self._frozen or self._status.role is not Role.LEADER:
                 return False
+            if self._ended(lease_expires):
+                return False
             self._set(self._status.replace(lease_expires=lease_expires))
             return True
+
+    def _ended(self, lease_expires: dt.datetime | None) -> bool:
+        """A lease that has run out by the time it would be published is never published
+        (`lease` 4.): a process that wakes from a freeze must not show `leader` again."""
+        return lease_expires is None or lease_expires <= self._clock()
 
     def expire_lease(self, token: int) -> None:
         """The lease ran out without renewal: stop claiming leadership."""
@@ -230,6 +242,11 @@ class StatusBoard:
         """Publish the newest status if it is not yet written; False if the files failed.
         Caller holds `_write_lock`, so that publishers see the statuses in order."""
         with self._cond:
+            if self._status.role is Role.LEADER and self._ended(self._status.lease_expires):
+                # Its lease ran out before the files got it (this thread or the process
+                # stalled): withdraw it, as the worker would at the lease's end.
+                self._token += 1
+                self._set(self._status.replace(role=Role.UNKNOWN, lease_expires=None))
             if self._written >= self._version:
                 return True
             version, status, changed_at = self._version, self._status, self._changed_at

@@ -24,6 +24,7 @@ hand their work off at once; this module does not queue for them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import logging
@@ -129,30 +130,92 @@ def _translate(error: BaseException) -> ZkError:
     return ConnectionTrouble(f"{type(error).__name__}: {error}")
 
 
-class _NegotiatedTimeoutCapture(logging.Filter):
-    """Reads the negotiated timeout off kazoo's `Session created` record; drops BLATHER."""
+class _KazooWiretap(logging.Filter):
+    """Reads what the lease needs off kazoo's own log records, which say more than its
+    API: the negotiated timeout (`Session created`, which kazoo computes but does not
+    keep), the instant a connect starts (`Connecting to`) and every packet sent
+    (`Sending request`, pings included: each touches the session at the server, `lease`
+    2.). Drops BLATHER records; everything else obeys kazoo's configured level."""
 
-    def __init__(self, on_timeout: Callable[[float], None]) -> None:
+    def __init__(self, sends: SendLog, on_timeout: Callable[[float], None]) -> None:
         super().__init__()
+        self.sends = sends
         self.on_timeout = on_timeout
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= BLATHER:
-            if isinstance(record.msg, str) and record.msg.startswith("Session created"):
+        message = record.msg
+        if isinstance(message, str):
+            if message.startswith("Sending request"):
+                self.sends.sent(time.monotonic())
+            elif message.startswith("Connecting to"):
+                self.sends.connecting(time.monotonic())
+            elif message.startswith("Session created"):
                 args = record.args if isinstance(record.args, tuple) else ()
                 if len(args) >= 3 and isinstance(args[2], int | float):
                     self.on_timeout(float(args[2]) / 1000.0)
+                if args and isinstance(args[0], int):
+                    self.sends.connected(args[0])
+        if record.levelno <= BLATHER:
             return False
-        # Below BLATHER we only listen; everything else obeys kazoo's configured level.
         return record.levelno >= logging.getLogger("kazoo.client").getEffectiveLevel()
 
 
-def _kazoo_logger(on_timeout: Callable[[float], None]) -> logging.Logger:
+class SendLog:
+    """When this client touched its session (`lease` 2.): the packets it sent, and the
+    connects of the session, which touch it at the ZooKeeper leader directly. Written on
+    kazoo's connection thread, read on the election's; forgets a session once another
+    one is created. Keeps what an anchor of the next `KEEP_FOR` session timeouts needs."""
+
+    KEEP_FOR = 2.0
+
+    def __init__(self, session_timeout: float) -> None:
+        self.session_timeout = session_timeout
+        self._lock = threading.Lock()
+        self._session: int | None = None
+        self._connecting: float | None = None  # a connect under way: its start
+        self._connects: list[float] = []  # connects of this session, oldest first
+        self._sends: collections.deque[float] = collections.deque()
+
+    def sent(self, instant: float) -> None:
+        with self._lock:
+            sends = self._sends
+            sends.append(instant)
+            horizon = instant - self.KEEP_FOR * self.session_timeout
+            while len(sends) > 1 and sends[1] <= horizon:
+                sends.popleft()
+
+    def connecting(self, instant: float) -> None:
+        with self._lock:
+            self._connecting = instant
+
+    def connected(self, session: int) -> None:
+        with self._lock:
+            if session != self._session:
+                self._session = session
+                self._connects.clear()
+                self._sends.clear()
+            if self._connecting is not None:
+                self._connects = [*self._connects[-1:], self._connecting]
+                self._connecting = None
+
+    def touch(self, session: int | None, anchor_sent: float, forwarded_by: float) -> float | None:
+        """The newest instant at which the ZooKeeper leader certainly received a touch of
+        `session`, for an anchor sent at `anchor_sent`: a connect started before it, or a
+        packet sent at or before `forwarded_by`. None if neither is known."""
+        with self._lock:
+            if session is None or session != self._session:
+                return None
+            found = [c for c in self._connects if c <= anchor_sent]
+            found += [s for s in reversed(self._sends) if s <= forwarded_by][:1]
+        return max(found) if found else None
+
+
+def _kazoo_logger(wiretap: _KazooWiretap) -> logging.Logger:
     # A logger of our own per client, parented to kazoo's so its records still reach the
-    # usual handlers; it must see BLATHER records to capture the negotiated timeout.
+    # usual handlers; it must see BLATHER records to read the wiretap's facts.
     logger = logging.Logger("kazoo.client", level=BLATHER)
     logger.parent = logging.getLogger("kazoo.client")
-    logger.addFilter(_NegotiatedTimeoutCapture(on_timeout))
+    logger.addFilter(wiretap)
     return logger
 
 
@@ -185,6 +248,7 @@ class ZkSession:
         zk_auth: str | None = None,
     ) -> None:
         self.requested_timeout = session_timeout
+        self.sends = SendLog(session_timeout)
         self._negotiated: float | None = None
         self._lock = threading.Lock()
         self._answered_send: float | None = None
@@ -221,7 +285,7 @@ class ZkSession:
             ),
             default_acl=acl,
             auth_data=auth_data,
-            logger=_kazoo_logger(self._set_negotiated),
+            logger=_kazoo_logger(_KazooWiretap(self.sends, self._set_negotiated)),
         )
         self.client.add_listener(self._listener)
 
@@ -229,6 +293,7 @@ class ZkSession:
 
     def _set_negotiated(self, seconds: float) -> None:
         self._negotiated = seconds
+        self.sends.session_timeout = seconds
 
     @property
     def negotiated_timeout(self) -> float | None:
@@ -389,44 +454,100 @@ class ZkSession:
         return [(p, self._shared_acl if p != path else None) for p in paths]
 
     def create_listed(
-        self, parent: str, path_prefix: str, data: bytes
-    ) -> tuple[str, int, list[str] | None]:
-        """`create_ephemeral_sequential` under `parent`, and the listing of `parent`, in
-        one round trip instead of one per request: the creates of `parent` and of its
-        ancestors (each may exist already: that error is ignored), the node's create and
-        the listing go out back to back. ZooKeeper answers one session's requests in
-        order, so the listing is served after the create. Returns the node's path, its
-        czxid and the listing (None if only the listing failed). NoNode if `parent` could
-        not be made: `ensure_path` then says why."""
+        self,
+        parent: str,
+        path_prefix: str,
+        data: bytes,
+        marker: tuple[str, bytes],
+        stale: tuple[str, ...] = (),
+    ) -> tuple[str, int, list[str] | None, list[str] | None]:
+        """`create_pair` under `parent`, and the listings of `parent` and of the marker's
+        folder, in one round trip instead of one per request: the creates of both folders
+        and their ancestors (each may exist already: that error is ignored), the deletes
+        of `stale` markers (each may be gone), the pair's transaction, the marker's stat
+        (its czxid is the node's: one transaction) and the two listings go out back to
+        back. ZooKeeper answers one session's requests in order, so the listings are
+        served after the create, the markers' after the candidates'. Returns the node's
+        path, its czxid and the listings (None where only a listing failed). NoNode if a
+        folder could not be made: `ensure_path` then says why."""
         session = self.require_session()
+        folder = marker[0].rsplit("/", 1)[0]
         sent = time.monotonic()
-        for path, acl in self._ancestry(parent):
+        for path, acl in self._ancestry(parent) + self._ancestry(folder)[-1:]:
             self.client.create_async(path, acl=acl)  # its answer comes first, unread
-        created = self.client.create_async(
-            path_prefix, data, ephemeral=True, sequence=True, include_data=True
-        )
+        for path in stale:
+            self.client.delete_async(path)  # gone already is fine: unread
+        created = self._pair(marker, path_prefix, data).commit_async()
+        stat = self.client.exists_async(marker[0])
         listed = self.client.get_children_async(parent)
-        node, stat = self._call(lambda: created)
+        markers = self.client.get_children_async(folder)
+        node = self._created(self._call(lambda: created))
         self._record_answer(session, sent)
+        czxid = self._call(lambda: stat)
+        names: list[str] | None
         try:
-            names: list[str] | None = self._call(lambda: listed)
+            names = self._call(lambda: listed)
         except ZkError:
             names = None
-        return str(node), int(stat.czxid), names
+        try:
+            marker_names: list[str] | None = self._call(lambda: markers)
+        except ZkError:
+            marker_names = None
+        if czxid is None:
+            raise ConnectionTrouble(f"{marker[0]} gone right after its create")
+        return node, int(czxid.czxid), names, marker_names
 
-    def create_ephemeral_sequential(self, path_prefix: str, data: bytes) -> tuple[str, int]:
-        """The created node's path and czxid (one request: ZooKeeper's create2). A create is
+    def create_pair(
+        self, marker: tuple[str, bytes], path_prefix: str, data: bytes
+    ) -> tuple[str, int]:
+        """An ephemeral `marker` and an EPHEMERAL_SEQUENTIAL node of `path_prefix`, in one
+        transaction (both or neither): the node's path and czxid. A transaction is
         committed by a quorum like the lease's check transaction, so it anchors a lease
         too (`answered_send_time`)."""
         session = self.require_session()
         sent = time.monotonic()
-        node, stat = self._call(
-            lambda: self.client.create_async(
-                path_prefix, data, ephemeral=True, sequence=True, include_data=True
-            )
-        )
+        created = self._pair(marker, path_prefix, data).commit_async()
+        stat = self.client.exists_async(marker[0])
+        node = self._created(self._call(lambda: created))
         self._record_answer(session, sent)
-        return str(node), int(stat.czxid)
+        found = self._call(lambda: stat)
+        if found is None:
+            raise ConnectionTrouble(f"{marker[0]} gone right after its create")
+        return node, int(found.czxid)
+
+    def _pair(self, marker: tuple[str, bytes], path_prefix: str, data: bytes) -> Any:
+        transaction = self.client.transaction()
+        transaction.create(marker[0], marker[1], ephemeral=True)
+        transaction.create(path_prefix, data, ephemeral=True, sequence=True)
+        return transaction
+
+    @staticmethod
+    def _created(results: list[Any]) -> str:
+        """The sequential node's path from the pair's results, or the error that failed it."""
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, RolledBackError):
+                raise _translate(result)
+        if any(isinstance(result, Exception) for result in results):
+            raise ConnectionTrouble("transaction rolled back")
+        return str(results[-1])
+
+    def delete_pair(self, first: str, second: str, timeout: float | None = None) -> None:
+        """Delete `first` and `second` in one transaction, `first` first; if either is
+        gone already, delete the other alone. NoNode only if both are gone."""
+        transaction = self.client.transaction()
+        transaction.delete(first)
+        transaction.delete(second)
+        results = self._call(transaction.commit_async, timeout)
+        if not any(isinstance(result, Exception) for result in results):
+            return
+        gone = 0
+        for path in (first, second):
+            try:
+                self.delete(path, timeout)
+            except NoNode:
+                gone += 1
+        if gone == 2:
+            raise NoNode(second)
 
     def children(self, path: str) -> list[str]:
         names: list[str] = self._call(lambda: self.client.get_children_async(path))

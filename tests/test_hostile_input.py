@@ -220,8 +220,12 @@ def test_election_node_with_an_acl_that_refuses_the_sidecar(
         assert not wait_for(lambda: member.role() != "unknown", 2.0), "no verdict without access"
         refusals = member.log_text().count("refused access")
         assert refusals <= 2, f"one clear line, no log storm ({refusals} lines)"
+        # Letting it in: the election node, and its parent, where the sidecar makes the
+        # folder of the candidates' presence markers beside the election.
         owner.set_acls(path, [make_digest_acl(*OWNER, all=True),
                               make_acl("world", "anyone", all=True)])
+        owner.set_acls(f"/acl-{group.election}", [make_digest_acl(*OWNER, all=True),
+                                                  make_acl("world", "anyone", all=True)])
         assert wait_for(lambda: member.role() == "leader", SLACK + SESSION_TIMEOUT)
         assert "grants access" in member.log_text().split("refused access")[-1], "recovery is logged"
         assert_survived(member)

@@ -7,12 +7,17 @@ import datetime as dt
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+from kazoo.security import make_digest_acl
 
 from sidecar.lab.cluster.control_plane import LocalCluster
-from sidecar.lab.soak import analysis
+from sidecar.lab.ensemble import Ensemble
+from sidecar.lab.soak import analysis, zkcli
 from sidecar.lab.soak.__main__ import main as soak_main
 from sidecar.lab.soak.checker import Checker
 from sidecar.lab.soak.run import SoakOptions, run_soak
@@ -52,6 +57,14 @@ def test_freezes_fall_short_of_and_past_the_session_timeout():
 
 def test_without_kubernetes_no_kubernetes_faults():
     assert not [k for k in kinds_for(kubernetes=False) if KINDS[k].kubernetes]
+    assert "znode-delete" in kinds_for(kubernetes=False)
+
+
+def test_znode_delete_strikes_the_leader_and_leaves_the_healing_to_the_group():
+    faults = [f for e in make_schedule(9, 1800, kinds_for(kubernetes=False)) for f in e.faults
+              if f.kind == "znode-delete"]
+    assert faults, "half an hour deletes a znode"
+    assert {(f.family, f.target, f.hold) for f in faults} == {("election", "leader", 0.0)}
 
 
 def test_unknown_fault_kind_is_one_line_and_status_2(capsys):
@@ -62,6 +75,57 @@ def test_unknown_fault_kind_is_one_line_and_status_2(capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("must be above 0: '-3'")
     assert soak_main(["--kinds", "nope", "--out", "/nonexistent/never-made"]) == 2
+
+
+# --- the operator's znode delete ------------------------------------------------------------
+
+
+def _node(name: str, sequence: int, identity: str | None, czxid: int) -> zkcli.CandidateNode:
+    return zkcli.CandidateNode(name, sequence, identity, czxid)
+
+
+def test_the_znode_deleted_is_the_one_the_candidate_stands_with():
+    old, new, other = (_node("a", 1, "app-1", 100), _node("b", 2, "app-1", 200),
+                       _node("c", 3, "app-2", 300))
+    nodes = [old, new, other]
+    assert zkcli.node_of(nodes, "app-1", epoch=200) is new, "the znode it leads with"
+    assert zkcli.node_of(nodes, "app-1", epoch=None) is old, "else its first"
+    assert zkcli.node_of(nodes, "app-1", epoch=300) is old, "an epoch of another's znode"
+    assert zkcli.node_of(nodes, "app-3") is None
+
+
+def test_the_operator_uses_the_sidecars_credentials():
+    assert zkcli.auth_of(["--zk-auth", "u:p"], {"ZK_AUTH": "x:y"}) == "u:p"
+    assert zkcli.auth_of(["--zk-auth=u:p"], {}) == "u:p"
+    assert zkcli.auth_of(["--log-level", "DEBUG"], {"ZK_AUTH": "x:y"}) == "x:y"
+    assert zkcli.auth_of([], {}) is None
+
+
+def test_znode_delete_removes_the_candidates_znode_with_the_groups_credentials(
+    ensemble: Ensemble,
+):
+    path = f"/soak-{uuid.uuid4().hex[:8]}"
+    acl = [make_digest_acl("group", "secret", all=True)]
+    owner = KazooClient(hosts=ensemble.connect_string, auth_data=[("digest", "group:secret")])
+    owner.start(timeout=10)
+    try:
+        owner.create(path, acl=acl)
+        for identity in ("app-1", "app-2", "app-3"):
+            owner.create(f"{path}/candidate-{uuid.uuid4().hex}-", acl=acl, sequence=True,
+                         value=json.dumps({"identity": identity}).encode())
+        owner.create(f"{path}/not-a-candidate", acl=acl)
+        with pytest.raises(NoAuthError):
+            zkcli.delete_candidate(ensemble.connect_string, path, "app-2")
+        deleted = zkcli.delete_candidate(ensemble.connect_string, path, "app-2",
+                                         zk_auth="group:secret")
+        left = zkcli.candidate_nodes(owner, path)
+        assert [node.identity for node in left] == ["app-1", "app-3"]
+        assert deleted not in {node.name for node in left}
+        assert owner.exists(f"{path}/not-a-candidate")
+    finally:
+        owner.delete(path, recursive=True)
+        owner.stop()
+        owner.close()
 
 
 # --- the checker catches what it must -------------------------------------------------------
@@ -155,7 +219,7 @@ def test_two_minute_soak_has_no_violation(cluster: LocalCluster, tmp_path: Path)
     print(analysis.table(report))
     assert report["passed"], json.dumps(report["violations"])
     families = {KINDS[kind].family for kind in report["faults"]}
-    assert families == {"process", "zookeeper", "network", "kubernetes"}
+    assert families == {"process", "zookeeper", "network", "election", "kubernetes"}
     assert report["terms"] >= 2, "leadership changed hands during the soak"
     assert report["no_leader"]["never"] == 0
     assert report["one_label"]["never"] == 0

@@ -1,16 +1,20 @@
 """The own znode of one candidate: its name, its creation, its confirmation, its deletion.
 
 1. Volunteer: create an EPHEMERAL_SEQUENTIAL znode `candidate-<attempt>-<seq>` under the
-   election path, pipelined with the creates of the path itself (each may exist) and the
-   listing of step 2: one round trip instead of three (five for a new election).
-   `<attempt>` is a fresh UUID per attempt (Curator's protected mode): if the reply to
-   the create is lost, the candidate finds its znode again by that prefix and adopts it
-   only if its `ephemeralOwner` is the current session; otherwise it deletes it.
+   election path, in one transaction with its presence marker `<election>.alive/<attempt>`
+   (`presence`), pipelined with the creates of the folders (each may exist), the delete
+   of the marker of a znode it lost, and the listings of step 2: one round trip instead
+   of three (five for a new election). `<attempt>` is a fresh UUID per attempt
+   (Curator's protected mode): if the reply to the create is lost, the candidate finds
+   its znode again by that prefix and adopts it only if its `ephemeralOwner` is the
+   current session; otherwise it deletes it, and its marker.
 2. Confirm: a check transaction on the own znode plus `exists` (watch armed), committed by
    a quorum: it proves the znode is still ours (CURATOR-696) and anchors a lease
    (`lease`). A leader's record may ride in the same transaction.
-3. Delete: retried until a deadline; the session close that follows a stop deletes it
-   anyway.
+3. Delete: the marker and the znode in one transaction, retried until a deadline; the
+   session close that follows a stop deletes them anyway. A znode lost otherwise (deleted
+   by hand, `forget`) leaves its marker to the next volunteer, which deletes it once the
+   election has made sure the files no longer say leader (`presence` 3.).
 
 Names: `candidate-<32 hex>-<10 digits>`; anything else in the election is not a candidate
 and is ignored. The order is the integer sequence, not the string.
@@ -20,6 +24,7 @@ Not thread-safe: the election's worker thread is its only caller.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -28,6 +33,10 @@ import uuid
 
 from ..state import Record
 from ..zk import ConnectionTrouble, NodeStat, NoNode, NotAuthorized, SessionGone, ZkSession
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +95,18 @@ def identity_of(data: bytes, fallback: str) -> str:
 
 
 class Candidacy:
-    def __init__(self, zk: ZkSession, election_path: str, data: bytes) -> None:
+    def __init__(
+        self, zk: ZkSession, election_path: str, data: bytes, markers: str,
+        marker_data: Callable[[], bytes],
+    ) -> None:
         self.zk = zk
         self.path = election_path
         self.data = data
+        self.markers = markers  # the folder of the presence markers (`presence`)
+        self.marker_data = marker_data
         self.node: str | None = None  # full path of the own znode
+        self.released: list[str] = []  # markers of znodes lost, for the next volunteer
+        self.marker_listing: list[str] | None = None  # listed with the last volunteer
         self.czxid: int | None = None  # its creation zxid: the epoch when it leads
         self.session: int | None = None  # the session it was created in
         self.attempt_in_doubt: str | None = None  # a create whose reply was lost
@@ -103,12 +119,26 @@ class Candidacy:
     def of_current_session(self) -> bool:
         return self.session is not None and self.session == self.zk.session_id
 
+    def marker(self, attempt: str | None = None) -> str:
+        """The presence marker of `attempt`, by default of the own znode."""
+        if attempt is None:
+            match = CANDIDATE_RE.match(self.name)
+            assert match is not None
+            attempt = match.group(1)
+        return f"{self.markers}/{attempt}"
+
     def forget(self) -> None:
-        """The znode is gone (or was never ours): the next step volunteers again."""
+        """The znode is gone (or was never ours): the next step volunteers again, and its
+        marker goes with that volunteer's batch (`presence` 3.)."""
+        if self.node is not None:
+            marker = self.marker()
+            if marker not in self.released:
+                self.released.append(marker)
         self.node = None
 
     def session_lost(self) -> None:
         self.attempt_in_doubt = None
+        self.released.clear()  # the expiry deleted them
 
     def session_renewed(self) -> None:
         """Connected again: a znode created in an expired session was deleted by the
@@ -117,6 +147,7 @@ class Candidacy:
         if self.node is not None and session is not None and self.session != session:
             self.node = None
             self.attempt_in_doubt = None
+            self.released.clear()
 
     def volunteer(self) -> list[str] | None:
         """Step 1, with protected-mode recovery of a create whose reply was lost. Returns
@@ -129,22 +160,37 @@ class Candidacy:
                 self.attempt_in_doubt = None
                 self.session = self.zk.session_id
                 self.node = adopted
+                self.marker_listing = None
                 return None
         attempt = self.attempt_in_doubt or uuid.uuid4().hex
+        stale = list(self.released)
+        if self.attempt_in_doubt is not None:
+            stale.append(self.marker(attempt))  # a pair that never committed leaves none
         self.attempt_in_doubt = attempt
         session = self.zk.require_session()
         prefix = f"{self.path}/{CANDIDATE_PREFIX}{attempt}-"
+        marker = (self.marker(attempt), self.marker_data())
         try:
-            node, self.czxid, listing = self.zk.create_listed(self.path, prefix, self.data)
-        except NoNode:  # the election's path could not be made
+            node, self.czxid, listing, self.marker_listing = self.zk.create_listed(
+                self.path, prefix, self.data, marker, tuple(stale)
+            )
+        except NoNode:  # a folder could not be made
             self.zk.ensure_path(self.path)  # raises what stops it, if it still does
-            node, self.czxid = self.zk.create_ephemeral_sequential(prefix, self.data)
-            listing = None
+            self.zk.ensure_path(self.markers)
+            for path in stale:
+                self._delete_quietly(path)
+            node, self.czxid = self.zk.create_pair(marker, prefix, self.data)
+            listing = self.marker_listing = None
+        self.released.clear()
         self.attempt_in_doubt = None
         self.session = session
         self.node = node
         log.info("volunteered as %s", node)
         return listing
+
+    def _delete_quietly(self, path: str) -> None:
+        with contextlib.suppress(NoNode):
+            self.zk.delete(path)
 
     def recover(self, attempt: str) -> str | None:
         """Find the znode of an attempt whose create reply was lost; adopt or delete it."""
@@ -159,7 +205,7 @@ class Candidacy:
                 self.czxid = stat.czxid
                 return node
             try:
-                self.zk.delete(node)
+                self.zk.delete_pair(self.marker(attempt), node)
                 log.warning("deleted orphan %s of an earlier session", node)
             except NoNode:
                 pass
@@ -186,13 +232,15 @@ class Candidacy:
             self.node = self.recover(attempt)
 
     def delete(self, deadline: float) -> None:
-        """Step 3: delete the own znode, retrying until the deadline."""
-        node, self.node = self.node, None
+        """Step 3: delete the own marker and znode, retrying until the deadline."""
+        node = self.node
         if node is None:
             return
+        marker = self.marker()
+        self.node = None
         while True:
             try:
-                self.zk.delete(node, timeout=max(0.05, deadline - time.monotonic()))
+                self.zk.delete_pair(marker, node, timeout=max(0.05, deadline - time.monotonic()))
                 log.info("deleted own znode %s", node)
                 return
             except (NoNode, SessionGone):
@@ -200,5 +248,6 @@ class Candidacy:
             except (ConnectionTrouble, NotAuthorized) as error:
                 if time.monotonic() >= deadline:
                     log.warning("could not delete %s before the deadline: %s", node, error)
+                    self.released.append(marker)
                     return
                 time.sleep(DELETE_RETRY_DELAY)

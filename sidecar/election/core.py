@@ -47,12 +47,13 @@ import time
 from ..board import StatusBoard
 from ..config import Config
 from ..metrics import Metrics
-from ..state import ZkState
+from ..state import Role, ZkState
 from ..zk import NoNode, SessionEvent, WatchKind, ZkError, ZkSession, session_for
 from . import lease
 from .candidacy import Candidacy, candidate_data
 from .follower import Follower
 from .leader import Leader
+from .presence import Presence, marker_data
 from .record import LeaderNews
 from .roster import Roster
 from .standing import Standing
@@ -80,11 +81,13 @@ class Election:
         self.metrics = metrics
         self.path = config.election_path
         self.zk = zk or session_for(config)
+        self.presence = Presence(self.zk, self.path)
         self.candidacy = Candidacy(
-            self.zk, self.path, candidate_data(config.identity, config.namespace)
+            self.zk, self.path, candidate_data(config.identity, config.namespace),
+            self.presence.path, lambda: marker_data(self.zk.call_timeout),
         )
         self.news = LeaderNews(self.zk, self.path)
-        self.worker = Worker(self._handle, self._lease_end, self.path)
+        self.worker = Worker(self._handle, self._wake_at, self.path)
         # State below is touched by the worker thread only.
         self.standing = Standing()
         self.roster = Roster(self.zk, self.path, self.candidacy)
@@ -93,9 +96,10 @@ class Election:
         )
         self.follower = Follower(
             board, self.zk, self.path, self.candidacy, self.news, self.roster, self.standing,
-            self.worker,
+            self.worker, self.presence,
         )
         self.wakeups = 0  # re-checks caused by a watch: one per leader change, not N-1
+        self._granted_checked: float | None = None
         self.zk.attach(self._on_session, self._on_watch)
 
     @property
@@ -113,8 +117,10 @@ class Election:
         }[event]
         self.board.session_changed(zk_state)
         negotiated = self.zk.negotiated_timeout
-        if event is SessionEvent.CONNECTED and negotiated and self.metrics is not None:
-            self.metrics.session_timeout_granted(negotiated)
+        if event is SessionEvent.CONNECTED and negotiated:
+            self._check_granted(negotiated)
+            if self.metrics is not None:
+                self.metrics.session_timeout_granted(negotiated)
         self.worker.put(Event(Kind.SESSION, session=event))
 
     def _on_watch(self, path: str, kind: WatchKind) -> None:
@@ -151,9 +157,24 @@ class Election:
 
     # -- the worker thread: events -----------------------------------------------------
 
-    def _lease_end(self) -> float | None:
-        """While leading, the worker wakes at the lease's end even with no tick due."""
-        return self.standing.lease_deadline if self.standing.leading else None
+    def _check_granted(self, negotiated: float) -> None:
+        """The invariants of `lease`, for the timeout the server granted (it may grant
+        less than was asked for): logged, once per value, when they fail."""
+        if negotiated == self._granted_checked:
+            return
+        self._granted_checked = negotiated
+        try:
+            lease.check_invariants(negotiated)
+        except lease.LeaseConfigError as error:
+            log.error("ZooKeeper granted a %s; leases will be too short to renew in time "
+                      "(raise the servers' minSessionTimeout or ask for more)", error)
+
+    def _wake_at(self) -> float | None:
+        """The worker wakes at the lease's end while leading, and at the end of a hold
+        (`presence` 4.), even with no tick due."""
+        if self.standing.leading:
+            return self.standing.lease_deadline
+        return self.presence.hold_end()
 
     def _handle(self, event: Event | None) -> None:
         if event is None:
@@ -198,18 +219,36 @@ class Election:
             log.warning("own znode %s was deleted; volunteering again", path)
             self.candidacy.forget()
             self.standing.leading = False
-            self._check()
+            self._check()  # step 1 withdraws the lease before the marker goes
         elif path == self.candidacy.node:
             self._check()  # someone wrote into it and spent the watch: arm it again
         elif path == self.standing.predecessor:
             self.wakeups += 1
             if self.metrics is not None:
                 self.metrics.woken()
-            self._check(predecessor_led=self.standing.heir and kind is WatchKind.DELETED)
+            led = self.standing.heir and kind is WatchKind.DELETED
+            if led and not self.presence.predecessor_left():
+                return  # deleted under a live session: its marker's release wakes us
+            self._check(predecessor_led=led)
+        elif kind is WatchKind.DELETED and self.presence.watches(path) and (
+            self.presence.released(path)
+        ):
+            self._check(predecessor_led=self._heir_released(path))
+
+    def _heir_released(self, marker: str) -> bool:
+        """The heir's predecessor, gone while its marker stayed, has now released it."""
+        presence = self.presence
+        return self.standing.heir and presence.predecessor_gone and marker == (
+            presence.predecessor
+        )
 
     def _on_tick(self) -> None:
         now = time.monotonic()
         standing = self.standing
+        if self.presence.hold_end() is not None and not self.presence.holding():
+            # A hold ran its full time: whoever we held back for has no lease left.
+            self._check(predecessor_led=standing.heir and self.presence.predecessor_gone)
+            return
         if standing.leading and now >= standing.lease_deadline:
             log.warning("lease ran out without renewal; no longer leader")
             standing.leading = False
@@ -258,6 +297,8 @@ class Election:
                 self.standing.leading = False
                 if self.board.token != token:
                     return  # a session change is queued; it re-checks with the new state
+                if self.candidacy.released and not self._withdraw(token):
+                    return
                 listing = self.candidacy.volunteer()  # with step 2's listing, usually
             # 2. List, ignoring foreign children, ordered by integer sequence.
             try:
@@ -272,8 +313,13 @@ class Election:
                 self.candidacy.forget()
                 continue
             position = names.index(self.candidacy.name)
-            # 4. First: lead.
+            # 4. First: lead, unless a candidate ahead lost its znode under a live session.
             if position == 0:
+                assert self.candidacy.czxid is not None
+                markers = self.candidacy.marker_listing if listing is not None else None
+                if self.presence.orphans_ahead(children, self.candidacy.czxid, markers):
+                    self.standing.no_predecessor()
+                    return  # a marker's release, or the hold's end, wakes us
                 if self.leader.lead_on_anchor(token, "at once, on its fresh anchor") or (
                     self.leader.lead(token)
                 ):
@@ -285,6 +331,16 @@ class Election:
                 return
         log.warning("election did not settle after %d listings; retrying", MAX_RELISTS)
         self.worker.next_tick = time.monotonic() + ERROR_BACKOFF
+
+    def _withdraw(self, token: int) -> bool:
+        """Before the markers of lost znodes go (`presence` 3.): the files must no longer
+        say leader. False if a session change came first (it re-checks)."""
+        if self.board.current().role is Role.LEADER and not self.board.verdict(
+            token, Role.UNKNOWN, None, None
+        ):
+            return self.board.frozen  # frozen: the files say unknown already
+        self.board.wait_demoted(1.0)
+        return True
 
     def _take_record(self) -> None:
         """Step 6, and the listing it asks for when the record names our predecessor."""

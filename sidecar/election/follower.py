@@ -3,7 +3,8 @@
 5. Watch only the immediate predecessor (no herd). If it vanished between the listing and
    the watch, or belongs to no session (a ghost, `roster`), the election lists again;
    never a second znode. The heir (whose predecessor is first) confirms its own znode,
-   which starts its anchor (`lease`, "The heir"); any other follower watches its own.
+   which starts its anchor (`lease`, "The heir"), and watches its predecessor's presence
+   marker (`presence` 5.); any other follower watches its own znode.
 6. Learn who leads from the leader record (`record`): one notification and one small read
    per change. A record that names the predecessor as leader makes the election list
    again, once: a listing of its own, never the record alone, makes a candidate the heir.
@@ -28,6 +29,7 @@ from ..state import Role
 from ..zk import NodeStat, NoNode, ZkSession
 from . import lease
 from .candidacy import Candidacy, identity_in
+from .presence import Presence
 from .record import LeaderNews
 from .roster import Roster
 from .standing import Standing
@@ -49,6 +51,7 @@ class Follower:
         roster: Roster,
         standing: Standing,
         worker: Worker,
+        presence: Presence,
     ) -> None:
         self.board = board
         self.zk = zk
@@ -58,6 +61,7 @@ class Follower:
         self.roster = roster
         self.standing = standing
         self.worker = worker
+        self.presence = presence
 
     def follow(self, token: int, predecessor: str, first: str) -> bool:
         """Step 5: watch the immediate predecessor only; publish who leads."""
@@ -74,8 +78,10 @@ class Follower:
         own: NodeStat | None
         if standing.heir:
             own = self.candidacy.confirm()
+            self.presence.watch_predecessor(predecessor.rsplit("/", 1)[1])
         else:
             own = self.zk.stat(self.candidacy.node, watch=True)
+            self.presence.forget_predecessor()
         if own is None:
             self.candidacy.forget()
             return False

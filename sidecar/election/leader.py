@@ -66,40 +66,54 @@ class Leader:
             log.warning("own znode %s not ours any more; volunteering again", self.candidacy.node)
             self.candidacy.forget()
             return False
-        answered = self.zk.answered_send_time()
-        timeout = self.zk.negotiated_timeout
-        if answered is None or timeout is None or self.candidacy.czxid is None:
+        deadline = self.anchored_deadline()
+        if deadline is None or self.candidacy.czxid is None:
             return False
-        self._become_leader(token, self.candidacy.czxid, lease.lease_deadline(answered, timeout))
-        return True
+        return self._become_leader(token, self.candidacy.czxid, deadline)
 
     def lead_on_anchor(self, token: int, how: str = "at once, on the heir's anchor") -> bool:
         """Step 4 with no round trip: the lease comes from the newest quorum-committed request
         of the own znode's session: the heir's anchor (`lease`, "The heir"), or the create
         just made by a candidate that lists itself first. False if that anchor is not fresh
         enough."""
-        answered = self.zk.answered_send_time()
+        deadline = self.anchored_deadline()
         timeout = self.zk.negotiated_timeout
-        if answered is None or timeout is None or self.candidacy.czxid is None:
+        if deadline is None or timeout is None or self.candidacy.czxid is None:
             return False
         if not self.candidacy.of_current_session():
             return False
-        deadline = lease.lease_deadline(answered, timeout)
         if deadline - time.monotonic() < lease.margin(timeout):
             return False
-        self._become_leader(token, self.candidacy.czxid, deadline, how=how)
-        return True
+        return self._become_leader(token, self.candidacy.czxid, deadline, how=how)
+
+    def anchored_deadline(self) -> float | None:
+        """The lease's end on the newest quorum-committed request of the session (`lease`
+        2.), or None before there is one."""
+        answered = self.zk.answered_send_time()
+        timeout = self.zk.negotiated_timeout
+        if answered is None or timeout is None:
+            return None
+        touch = self.zk.sends.touch(
+            self.zk.session_id, answered, lease.forwarded_before(answered, timeout)
+        )
+        return lease.lease_deadline(answered, timeout, touch)
 
     def _become_leader(
         self, token: int, epoch: int, deadline: float, how: str = "after a round trip"
-    ) -> None:
+    ) -> bool:
+        """Publish LEADER with the lease up to `deadline`; False, publishing nothing, if
+        that lease has already run out (a stall or a freeze since its anchor: `lease` 4.)."""
         assert self.candidacy.node is not None
         standing = self.standing
+        expires = lease.monotonic_to_wall(deadline)
+        if deadline <= time.monotonic():
+            log.warning("lease on this anchor ran out before it was published (the process "
+                        "stalled); not leading on it")
+            self._lease_ran_out(token)
+            return False
         standing.no_predecessor()
         standing.lease_deadline = deadline
-        if self.board.verdict(
-            token, Role.LEADER, self.config.identity, epoch, lease.monotonic_to_wall(deadline)
-        ):
+        if self.board.verdict(token, Role.LEADER, self.config.identity, epoch, expires):
             if not standing.leading:
                 log.info("elected leader with epoch %d %s", epoch, how)
             standing.leading = True
@@ -113,6 +127,7 @@ class Leader:
             # for followers can wait a few milliseconds; the application's cannot.
             self.board.wait_written(RECORD_AFTER_FILES_AT_MOST)
             self.worker.next_tick = time.monotonic()
+        return True
 
     def _schedule_renewal(self) -> None:
         self.worker.next_tick = time.monotonic() + lease.renew_interval(self.zk.call_timeout)
@@ -129,14 +144,24 @@ class Leader:
             self.candidacy.forget()
             self.standing.leading = False
             return True
-        answered = self.zk.answered_send_time()
-        timeout = self.zk.negotiated_timeout
-        if answered is not None and timeout is not None:
-            self.standing.lease_deadline = lease.lease_deadline(answered, timeout)
-            if not self.board.renew(token, lease.monotonic_to_wall(self.standing.lease_deadline)):
+        deadline = self.anchored_deadline()
+        if deadline is not None:
+            expires = lease.monotonic_to_wall(deadline)
+            if deadline <= time.monotonic():
+                log.warning("lease ran out while it was renewed (the process stalled); no "
+                            "longer leader")
+                self._lease_ran_out(token)
+                return True
+            self.standing.lease_deadline = deadline
+            if not self.board.renew(token, expires):
                 return True  # the board moved on (session change): re-check now
         self._schedule_renewal()
         return False
+
+    def _lease_ran_out(self, token: int) -> None:
+        """Whatever lease the board still shows has ended: withdraw it (`lease` 4.)."""
+        self.standing.leading = False
+        self.board.expire_lease(token)
 
     def resign(self) -> bool:
         """Step down: demote, delete the own znode. True if it did: the caller volunteers

@@ -8,27 +8,46 @@ Clock and protocol assumptions (client-go style, next to the code that relies on
    server cut off from the ZooKeeper leader keeps answering them (for up to syncLimit
    ticks) while the quorum may already have expired the session.
 2. The ZooKeeper leader expires a session `T` (the *negotiated* timeout) after the newest
-   touch it has *received*. Touches reach it from the connected server in its pings to the
-   leader, every half tick; a partition can lose the touch of the newest request. The
-   candidate sends a request at least every renewal interval (T/4), and a half tick is at
-   most T/4 (the server grants T >= 2 ticks), so the newest touch the leader holds is at
-   most T/2 older than `t_send`: the session cannot expire before `t_send + T/2`. A new
-   ZooKeeper leader restarts every session's timer in full, which only errs on the safe
-   side, and so does the servers' rounding of expiry up to the next tick.
+   touch it has *received*. A connect (a new session, or a reconnect, which the server
+   revalidates with the leader) touches the session at the leader directly. Every other
+   packet (request or ping) touches it at the server the client is connected to, which
+   forwards its touches to the leader in its answer to the leader's pings, every half
+   tick. A committed anchor proves the link from that server to the leader was up when
+   it committed; the link can fail right after, losing every touch it had not forwarded
+   yet: at worst those of the last half tick before the commit. The server grants
+   `T >= 2 ticks`, so a half tick is at most `T/4`: every packet sent at least `T/4`
+   before `t_send` has reached the leader. So the session cannot expire before
+   `touch + T`, where `touch` is the newest of: a connect of this session sent before
+   `t_send`, and a packet of it sent at or before `t_send - T/4` (`ZkSession` records
+   every packet kazoo sends, its pings included). The lease is
+   `min(t_send + T/2, touch + T) - margin`: `t_send + T/2` when the session sent anything
+   in the quarter before (a leader renewing every `T/4`, an heir keeping its anchor), but
+   shorter after an idle spell: at `T = 2` ticks a follower that only pinged (every
+   `T/3`, kazoo's pace) gets `t_send + 5T/12 - margin` at worst, and a process frozen
+   for most of `T` gets what is left of its last touch, nothing if that is too little.
+   A new ZooKeeper leader restarts every session's timer in full, and servers round an
+   expiry up to the next tick: both err on the safe side.
 3. Local monotonic time and the servers' time advance at rates that differ by less than
-   `DRIFT_RATIO`; the margin `max(MIN_MARGIN, DRIFT_RATIO * T)` absorbs that.
+   `DRIFT_RATIO`; the margin `max(MIN_MARGIN, DRIFT_RATIO * T)` absorbs that, and the few
+   milliseconds a server's ping round may run late.
 4. Applications read `lease_expires` as wall-clock time on the same node. The conversion
-   from monotonic to wall time happens once, when the lease is renewed; a wall-clock step
-   between renewal and the application's check is *not* covered (run NTP in slew mode).
+   from monotonic to wall time reads the wall clock *first* (`monotonic_to_wall`): a
+   stall between the two reads (descheduling, a pause of the collector, SIGSTOP) can
+   only shorten the published lease, never lengthen it. A lease that has run out by the
+   time it would be published is not published (`board`): a process that wakes from a
+   freeze never shows `leader` on an old anchor. A wall-clock step between renewal and
+   the application's check is *not* covered (run NTP in slew mode).
 
-So `lease_expires = t_send + T/2 - margin`, renewed every T/4: a healthy leader's lease
-always runs at least T/4 - margin ahead.
+So a healthy leader's `lease_expires = t_send + T/2 - margin`, renewed every `T/4`: its
+lease always runs at least `T/4 - margin` ahead. `check_invariants` checks, when the
+configuration is built, that this holds and that a lease taken on the worst idle anchor
+(`5T/12 - margin`) still lasts until its first renewal is due.
 
 The heir (the candidate right behind the leader) leads with no round trip. While it
 waits it keeps an anchor of its own: the same check-only transaction on its own znode,
 committed every T/4, exactly as a leader renews. When the deletion of its predecessor
-arrives, it leads at once with `lease_expires = t_send + T/2 - margin` of its newest
-anchor, provided at least `margin` of that is left (otherwise it takes the round trip).
+arrives, it leads at once with the lease of its newest anchor, provided at least
+`margin` of that is left (otherwise it takes the round trip).
 Why no other candidate can hold an unexpired lease meanwhile, step by step:
 
 5. Nobody is ahead of the heir. Its predecessor was first in its last listing, and
@@ -36,26 +55,42 @@ Why no other candidate can hold an unexpired lease meanwhile, step by step:
    it. (If the parent was deleted and recreated, the heir's own znode went first, and
    ZooKeeper delivers that deletion to the heir before any later one: it volunteers
    again instead.)
-6. The predecessor's lease has ended. Its znode goes in one of three ways: it demoted
-   (role files say `unknown`, lease withdrawn) before it deleted the znode; or its
-   session expired, which by 2. happens only after its own lease ran out; or someone
-   deleted it by hand, which ZooKeeper ACLs (`--zk-auth`) rule out.
-7. The heir's session is alive, so its znode still exists, and will until
-   `t_send + T/2` (2. applied to the anchor). A watch event for a change at zxid Z
-   reaches a session only if that session was alive at Z: the server closes an expired
-   session's connection when it applies the closeSession, in the same order as Z.
+6. The predecessor's lease has ended. Its znode goes in one of three ways, and the heir
+   tells them apart by the predecessor's presence marker (`presence`), an ephemeral
+   znode created and deleted in the same transactions as the candidate's own:
+   - it left: it demoted (role files say `unknown`, lease withdrawn) before it deleted
+     its marker and its znode in one transaction, marker first;
+   - its session expired, which by 2. happens only after its own lease ran out, and
+     which deletes the marker in the same transaction;
+   - another client deleted the znode (zkCli, a tool, a recursive delete of the
+     election) while its session lives: the marker stays. The heir then holds back
+     until the marker goes (the owner saw its znode go, demoted, then deleted it) or
+     `release_wait(T)` after it saw the deletion, whichever is first: the owner's
+     newest anchor committed before the deletion (a check on a deleted znode fails), so
+     its lease ends at most `T/2 - margin` of its clock after the deletion, which the
+     heir saw after it happened.
+7. The heir's session is alive, so its znode still exists, and will until its lease
+   ends (2. applied to the anchor). A watch event for a change at zxid Z reaches a
+   session only if that session was alive at Z: the server closes an expired session's
+   connection when it applies the closeSession, in the same order as Z.
 8. Nobody behind the heir can lead before its znode is gone, which by 7. is after the
    heir's lease. A heir frozen after it read the event computes its deadline from the
    anchor's send time, not from when it runs again: a lease that ran out while it was
-   frozen is published already expired.
+   frozen is not published (4.).
 
 A candidate that finds itself first in a listing (a cold start, or a follower whose
 predecessors all went) leads the same way when the newest quorum-committed request of
 its session is fresh enough: usually the create of its own znode, which a quorum commits
 like the check transaction. 5. holds because the listing was served after that create
 (ZooKeeper answers one session in order), so every znode ahead of it that the listing
-lacks was deleted by a committed change; 6. to 8. hold as written. The listing may come
-from a server cut off from the quorum; it is not what bounds the lease, the anchor is.
+lacks was deleted by a committed change; 6. holds because it first looks for markers
+without a candidate among those created before its own (`presence`), and holds back for
+them as the heir does; 7. and 8. hold as written. The listing may come from a server cut
+off from the quorum; it is not what bounds the lease, the anchor is.
+
+A recursive delete of the election's *parent* (which holds the markers' folder too) while
+candidates run can remove a leader's marker before its znode, in any order: that is as
+good as killing its session by hand, and only ACLs (`--zk-auth`) rule it out.
 """
 
 from __future__ import annotations
@@ -67,6 +102,8 @@ DRIFT_RATIO = 0.05
 MIN_MARGIN = 0.05
 RENEW_FRACTION = 0.25
 LEASE_FRACTION = 0.5
+FORWARD_FRACTION = 0.25  # a half tick at most (2.): touches older than this reached the leader
+IDLE_PING_FRACTION = 1 / 3  # kazoo pings an idle session every T/3 (minus jitter)
 
 
 class LeaseConfigError(ValueError):
@@ -81,22 +118,60 @@ def renew_interval(session_timeout: float) -> float:
     return RENEW_FRACTION * session_timeout
 
 
+def idle_lease(session_timeout: float) -> float:
+    """The shortest lease an anchor gives a session that only pinged before it (2.)."""
+    t = session_timeout
+    worst_touch = FORWARD_FRACTION * t + IDLE_PING_FRACTION * t  # before t_send
+    return min(LEASE_FRACTION * t, t - worst_touch) - margin(t)
+
+
 def check_invariants(session_timeout: float) -> None:
-    """A renewed lease must still run for a while after the next renewal is due."""
-    if renew_interval(session_timeout) + margin(session_timeout) >= (
-        LEASE_FRACTION * session_timeout
-    ):
+    """Every lease must outlast the renewal that follows it, with `margin` to spare for
+    its round trip: the lease a healthy leader renews (`T/2 - margin`) and the one taken
+    on the first anchor after an idle spell (2.)."""
+    t = session_timeout
+    shortest = min(LEASE_FRACTION * t - margin(t), idle_lease(t))
+    if renew_interval(t) + margin(t) >= shortest:
         raise LeaseConfigError(
-            f"session timeout {session_timeout:g}s too short for a lease: renewal every "
-            f"{renew_interval(session_timeout):g}s plus margin {margin(session_timeout):g}s"
+            f"session timeout {t:g}s too short for a lease: renewal every "
+            f"{renew_interval(t):g}s plus margin {margin(t):g}s outlasts the shortest "
+            f"lease, {shortest:.3g}s"
         )
 
 
-def lease_deadline(answered_send: float, session_timeout: float) -> float:
-    """Monotonic instant until which this candidate's leadership is certain."""
-    return answered_send + LEASE_FRACTION * session_timeout - margin(session_timeout)
+def lease_deadline(answered_send: float, session_timeout: float, touch: float | None) -> float:
+    """Monotonic instant until which this candidate's leadership is certain: anchored on a
+    request sent at `answered_send` and committed, given `touch`, the newest instant at
+    which the ZooKeeper leader certainly received a touch of the session (2.; None: no
+    such touch is known, and the anchor gives no lease)."""
+    t = session_timeout
+    if touch is None:
+        return answered_send - margin(t)
+    return min(answered_send + LEASE_FRACTION * t, touch + t) - margin(t)
+
+
+def forwarded_before(answered_send: float, session_timeout: float) -> float:
+    """Packets sent at or before this instant reached the ZooKeeper leader (2.)."""
+    return answered_send - FORWARD_FRACTION * session_timeout
+
+
+def release_wait(session_timeout: float) -> float:
+    """How long a candidate holds back after it saw the znode of a candidate ahead of it
+    deleted while that candidate's session lives (6.): its owner's lease, `T/2 - margin`
+    of the owner's clock, measured on ours, with the margin back for drift both ways."""
+    return LEASE_FRACTION * session_timeout + margin(session_timeout)
+
+
+def between_clock_reads() -> None:
+    """A seam for the lab's fault tests (`sidecar.lab.seams` replaces it): called between
+    the two clock reads of `monotonic_to_wall`, where a stall or a SIGSTOP would do most
+    harm. A no-op here."""
 
 
 def monotonic_to_wall(deadline: float) -> dt.datetime:
+    """The wall-clock instant of the monotonic `deadline` (4.): the wall clock is read
+    first, so a stall before the monotonic read shortens the result, never lengthens it."""
+    wall = dt.datetime.now(dt.UTC)
+    between_clock_reads()
     remaining = deadline - time.monotonic()
-    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=remaining)
+    return wall + dt.timedelta(seconds=remaining)

@@ -3,7 +3,8 @@
 kazoo's listener and watches, and the control calls of other threads, only put an `Event`
 on the queue; every protocol step runs on this thread, one at a time, in the handler the
 election gives it. With nothing queued the worker ticks (the handler gets None) at
-`next_tick`, or at the end of the lease while it leads, whichever comes first.
+`next_tick`, or at `wake_at()` (the end of the lease while it leads, of a hold while it
+holds back), whichever comes first.
 
 A failed step never stops the worker: a ZooKeeper error is logged and retried after
 `ERROR_BACKOFF`; NoAuth (only a change of an ACL or of `--zk-auth` helps) is logged once
@@ -62,18 +63,18 @@ class Event(Record):
 
 
 class Worker:
-    """The thread and its queue. `handle(None)` is a tick; `lease_end()` is the monotonic
-    end of the lease while leading, else None. `put`, `leave` and `stop` from any thread;
-    `next_tick` and `granted` from the worker thread only."""
+    """The thread and its queue. `handle(None)` is a tick; `wake_at()` is the monotonic
+    instant it must wake at anyway (a lease's or a hold's end), or None. `put`, `leave` and `stop`
+    from any thread; `next_tick` and `granted` from the worker thread only."""
 
     def __init__(
         self,
         handle: Callable[[Event | None], None],
-        lease_end: Callable[[], float | None],
+        wake_at: Callable[[], float | None],
         path: str,
     ) -> None:
         self._handle = handle
-        self._lease_end = lease_end
+        self._wake_at = wake_at
         self._path = path  # the election's, for the log
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
@@ -134,9 +135,9 @@ class Worker:
 
     def _wait_time(self) -> float:
         deadline = self.next_tick
-        lease_end = self._lease_end()
-        if lease_end is not None:
-            deadline = min(deadline, lease_end)
+        wake = self._wake_at()
+        if wake is not None:
+            deadline = min(deadline, wake)
         return max(0.0, deadline - time.monotonic())
 
     def _on_error(self, error: ZkError) -> None:

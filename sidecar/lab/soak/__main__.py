@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--session-timeout", type=_positive, default=2.0,
                         help="the sidecars' ZooKeeper session timeout (default 2)")
     parser.add_argument("--no-kubernetes", action="store_true",
-                        help="no control plane: ZooKeeper, process and network faults only")
+                        help="no control plane: ZooKeeper, process, network and election "
+                             "faults only")
     parser.add_argument("--kinds", default="",
                         help=f"comma-separated fault kinds (default all: {', '.join(KINDS)})")
     parser.add_argument("--out", type=Path, default=None,

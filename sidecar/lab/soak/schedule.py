@@ -2,9 +2,9 @@
 
 The run is a chain of episodes. An episode injects one to three faults of different
 families (a sidecar process, the ZooKeeper servers, one sidecar's network, the
-Kubernetes API), each at its own offset and for its own time, so they overlap; once all
-of them are healed the world stays quiet for a gap long enough to recover, then the next
-episode starts. Recovery is measured in those gaps.
+election's znodes, the Kubernetes API), each at its own offset and for its own time, so
+they overlap; once all of them are healed the world stays quiet for a gap long enough to
+recover, then the next episode starts. Recovery is measured in those gaps.
 
 Guaranteed: the same seed, duration and kinds give the same episodes (fault kinds,
 offsets, durations, target selectors, gaps), so a seed replays a schedule. Not
@@ -44,6 +44,12 @@ KINDS: dict[str, FaultKind] = {kind.name: kind for kind in (
     FaultKind("net-cut", "network", "cut a sidecar's ZooKeeper connections"),
     FaultKind("net-blackhole", "network", "drop a sidecar's ZooKeeper traffic silently"),
     FaultKind("net-delay", "network", "delay a sidecar's ZooKeeper traffic"),
+    # A family of its own: it breaks neither a server, a process nor a connection but the
+    # election's data, as an operator can; it may then meet a lost quorum (the delete
+    # waits for one) or a frozen leader (whose znode goes while it cannot notice).
+    FaultKind("znode-delete", "election",
+              "delete the leader's candidate znode with the group's credentials, "
+              "as an operator with zkCli would"),
     FaultKind("apiserver-down", "kubernetes", "stop kube-apiserver, start it", True),
     FaultKind("rbac-revoke", "kubernetes", "delete the chart's RoleBinding, restore it", True),
     FaultKind("label-tamper", "kubernetes", "set a wrong `role` label on a pod", True),
@@ -86,6 +92,10 @@ def kinds_for(kubernetes: bool, only: Sequence[str] | None = None) -> list[str]:
 
 def _fault(rng: random.Random, episode: int, kind: str, at: float, session: float) -> Fault:
     target = rng.choice(("leader", "leader", "follower", "any"))
+    if kind == "znode-delete":
+        # Always the leader's znode. The draw above is made all the same: a schedule of
+        # kinds without this one is the one it was before this kind existed.
+        target = "leader"
     amount = 0.0
     if kind in ("kill", "term"):
         hold = rng.uniform(0.3, 3.0)  # until the restart
@@ -106,7 +116,7 @@ def _fault(rng: random.Random, episode: int, kind: str, at: float, session: floa
         hold = rng.uniform(1.0, 4.0)
     elif kind in ("apiserver-down", "rbac-revoke"):
         hold = rng.uniform(2.0, 8.0)
-    else:  # label-tamper, step-down: one action, healed by the sidecars themselves
+    else:  # label-tamper, step-down, znode-delete: one action, healed by the sidecars
         hold = 0.0
     return Fault(episode, kind, round(at, 3), round(hold, 3), target, round(amount, 3))
 

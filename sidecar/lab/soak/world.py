@@ -7,6 +7,8 @@ per sidecar; each sidecar publishes to its pod with the chart's ServiceAccount t
 
 `inject(fault)` breaks something now and returns what heals it. Faults of different
 families never touch the same part, so the healers of one episode can run in any order.
+The election's faults reach ZooKeeper as an operator would: straight to the ensemble,
+past the sidecars' fault proxies, with the group's credentials if the sidecars have some.
 `watch_processes()` tells sidecars that exited without being told to (a crash) apart
 from the ones the soak killed or stopped, restarts them, and counts them.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import random
 import signal
 import threading
@@ -24,16 +27,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ...config import DEFAULT_PARENT
 from ...k8s import GROUP_LABEL, STEP_DOWN_ANNOTATION
 from ..candidates import SidecarProcess
 from ..cluster.control_plane import LocalCluster
 from ..cluster.namespace import KubeNamespace
 from ..ensemble import Ensemble
 from ..faultproxy import FaultyNetwork
+from . import zkcli
 from .schedule import Fault
 
 Healer = Callable[[], None]
 ELECTION = "soak"
+ELECTION_PATH = f"{DEFAULT_PARENT}/{ELECTION}"  # the sidecars are given no --election-parent
 TAMPERED_VALUES = ("leader", "follower", "LEADER", "", "x" * 63, "true")
 
 
@@ -129,7 +135,8 @@ class SoakWorld:
     def inject(self, fault: Fault) -> tuple[str, Healer]:
         """Break something; returns what was broken and the function that heals it."""
         family = {"process": self._process, "zookeeper": self._zookeeper,
-                  "network": self._network, "kubernetes": self._kubernetes}[fault.family]
+                  "network": self._network, "election": self._election,
+                  "kubernetes": self._kubernetes}[fault.family]
         return family(fault)
 
     def _process(self, fault: Fault) -> tuple[str, Healer]:
@@ -180,6 +187,18 @@ class SoakWorld:
             for proxy in network.proxies:
                 proxy.delay(fault.amount)
         return sidecar.identity, network.heal
+
+    def _election(self, fault: Fault) -> tuple[str, Healer]:
+        """znode-delete. Nothing to heal: the candidate must see its znode gone, demote
+        and volunteer again by itself."""
+        sidecar = self.pick(fault.target)
+        status = sidecar.status() or {}
+        epoch = status.get("epoch")  # the czxid of the znode it leads with
+        name = zkcli.delete_candidate(
+            self.ensemble.connect_string, ELECTION_PATH, sidecar.identity,
+            epoch if isinstance(epoch, int) else None,
+            zkcli.auth_of(sidecar.extra_args, os.environ if sidecar.env is None else sidecar.env))
+        return f"{sidecar.identity} ({status.get('role')}) {name}", _nothing
 
     def _kubernetes(self, fault: Fault) -> tuple[str, Healer]:
         namespace = self.namespace
