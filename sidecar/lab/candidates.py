@@ -42,6 +42,7 @@ class SidecarProcess:
     env: dict[str, str] | None = None
     kubeconfig: Path | None = None  # with `namespace`: publish to that Kubernetes API
     namespace: str | None = None
+    module: str = "sidecar"  # or "sidecar.lab.seams", with a fault at a seam (`seams`)
 
     def command(self) -> list[str]:
         if self.kubeconfig is not None and self.namespace is not None:
@@ -49,7 +50,7 @@ class SidecarProcess:
         else:
             kubernetes = ["--no-k8s"]
         return [
-            sys.executable, "-m", "sidecar", "run",
+            sys.executable, "-m", self.module, "run",
             "--zk-hosts", self.zk_hosts, "--election", self.election,
             "--identity", self.identity, "--role-dir", str(self.role_dir),
             "--session-timeout", str(self.session_timeout),
@@ -157,6 +158,15 @@ class Term:
         return self.start < other.end and other.start < self.end
 
 
+def _holds_lease(document: dict[str, object]) -> bool:
+    """The file says leader with a lease that has not run out now."""
+    text = document.get("lease_expires")
+    if document.get("role") != "leader" or not text:
+        return False
+    lease_end = parse_isoformat_z(str(text))
+    return lease_end is not None and lease_end > dt.datetime.now(dt.UTC)
+
+
 class LeaseMonitor:
     """Polls the role directories of `candidates` until stopped; reports overlapping terms."""
 
@@ -164,10 +174,13 @@ class LeaseMonitor:
         self.role_dirs = role_dirs
         self.interval = interval
         self.terms: list[Term] = []
+        self.regressions: list[tuple[str, int, int]] = []  # (identity, epoch, newest seen)
+        self._newest_epoch = 0  # of any unexpired lease read so far
         self._open: dict[str, Term] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-monitor", daemon=True)
         self.polls = 0
+        self.double_instants = 0  # polls in which two files said leader, leases unexpired
 
     def __enter__(self) -> LeaseMonitor:
         self._thread.start()
@@ -188,10 +201,14 @@ class LeaseMonitor:
 
     def _poll(self) -> None:
         self.polls += 1
+        unexpired = 0
         for identity, role_dir in self.role_dirs.items():
             document = read_status(role_dir)
             if document is not None:
                 self.observe(identity, document)
+                unexpired += _holds_lease(document)
+        if unexpired > 1:
+            self.double_instants += 1  # as a sampler sees it: weaker than the terms'
 
     def observe(self, identity: str, document: dict[str, object]) -> None:
         """One status document of `identity`, in the order it was read."""
@@ -202,6 +219,7 @@ class LeaseMonitor:
         if document.get("role") == "leader":
             lease_text = document.get("lease_expires")
             lease_end = parse_isoformat_z(str(lease_text)) if lease_text else None
+            self._check_epoch(identity, document.get("epoch"), lease_end)
             if term is None or term.start != since:
                 if term is not None and term.demoted_at is None:
                     term.demoted_at = since
@@ -212,6 +230,18 @@ class LeaseMonitor:
                 term.lease_end = lease_end
         elif term is not None and term.demoted_at is None and since >= term.start:
             term.demoted_at = since
+
+    def _check_epoch(self, identity: str, epoch: object, lease_end: dt.datetime | None) -> None:
+        """Epochs of unexpired leases, in the order they are read, never go backwards: an
+        application that fences with them would otherwise accept an older leader's
+        writes after a newer one's."""
+        if not isinstance(epoch, int) or lease_end is None:
+            return
+        if lease_end <= dt.datetime.now(dt.UTC):
+            return  # expired when read: no application acts on it
+        if epoch < self._newest_epoch:
+            self.regressions.append((identity, epoch, self._newest_epoch))
+        self._newest_epoch = max(self._newest_epoch, epoch)
 
     def violations(self) -> list[tuple[Term, Term]]:
         found = []

@@ -5,8 +5,9 @@ Faults, as a partitioned network shows them to a client:
   the client only notices through its own ping time-out);
 - `cut()`: every connection is closed and new ones are closed at once (a refused network);
 - `drop_reply_after_create()`: the next create of a candidate's znode (`/candidate-` in
-  its path; alone, or in a transaction with its presence marker) reaches the server, but the connection is closed before the reply comes back
-  (a lost reply; the creates of the election's path that go out with it are let through);
+  its path; alone, or in a transaction with its presence marker) reaches the server, but
+  the connection is closed before the reply comes back (a lost reply; the creates of the
+  election's path that go out with it are let through);
 - `delay(seconds)`: every chunk of bytes waits that long before it is passed on, both
   ways (a slow server or link; works for TLS too, since nothing is parsed);
 - `heal()`: back to normal.

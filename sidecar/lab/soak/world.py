@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ...config import DEFAULT_PARENT
 from ...k8s import GROUP_LABEL, STEP_DOWN_ANNOTATION
-from ..candidates import SidecarProcess
+from ..candidates import SidecarProcess, wait_for
 from ..cluster.control_plane import LocalCluster
 from ..cluster.namespace import KubeNamespace
 from ..ensemble import Ensemble
@@ -40,6 +40,7 @@ from .schedule import Fault
 Healer = Callable[[], None]
 ELECTION = "soak"
 ELECTION_PATH = f"{DEFAULT_PARENT}/{ELECTION}"  # the sidecars are given no --election-parent
+LEADER_WAIT_SESSIONS = 3  # a killed leader's session expires, then its heir leads
 TAMPERED_VALUES = ("leader", "follower", "LEADER", "", "x" * 63, "true")
 
 
@@ -188,9 +189,19 @@ class SoakWorld:
                 proxy.delay(fault.amount)
         return sidecar.identity, network.heal
 
+    def _someone_leads(self) -> bool:
+        # Not through `pick`: polling it would draw from the rng and shift later targets.
+        with self._lock:
+            down = set(self._expected_down)
+        return any(s.running and s.identity not in down and s.role() == "leader"
+                   for s in self.sidecars)
+
     def _election(self, fault: Fault) -> tuple[str, Healer]:
         """znode-delete. Nothing to heal: the candidate must see its znode gone, demote
         and volunteer again by itself."""
+        # A fault of the same episode may just have taken the leader: wait for the next
+        # one rather than delete a follower's znode (the target says whose it was).
+        wait_for(self._someone_leads, LEADER_WAIT_SESSIONS * self.session_timeout, 0.05)
         sidecar = self.pick(fault.target)
         status = sidecar.status() or {}
         epoch = status.get("epoch")  # the czxid of the znode it leads with
