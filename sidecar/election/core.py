@@ -317,7 +317,7 @@ class Election:
             if position == 0:
                 assert self.candidacy.czxid is not None
                 markers = self.candidacy.marker_listing if listing is not None else None
-                if self.presence.orphans_ahead(children, self.candidacy.czxid, markers):
+                if self.presence.orphans_ahead(names, self.candidacy.czxid, markers):
                     self.standing.no_predecessor()
                     return  # a marker's release, or the hold's end, wakes us
                 if self.leader.lead_on_anchor(token, "at once, on its fresh anchor") or (

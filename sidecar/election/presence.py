@@ -89,7 +89,9 @@ class Presence:
         self.predecessor_gone = False  # its znode went first: held back for its marker
         self._timeouts: dict[str, float] = {}  # marker -> its owner's session timeout
         self._holds: dict[str, float] = {}  # orphan marker -> monotonic end of the hold
-        self._cleared: set[str] = set()  # orphans held back for in full, or not ahead
+        # Markers no lease can rest on any more: held back for in full, or of no session.
+        # (A marker found behind us is not kept here: after we volunteer again, it is ahead.)
+        self._cleared: set[str] = set()
 
     def marker(self, attempt: str) -> str:
         return f"{self.path}/{attempt}"
@@ -124,8 +126,9 @@ class Presence:
         self, candidates: list[str], own_czxid: int, markers: list[str] | None = None
     ) -> bool:
         """True if a candidate created before us lost its znode while its marker stays:
-        hold back (`hold_end` says until when). `candidates`: the election's listing;
-        `markers`: the markers' listing served after it (listed here if None). A candidate
+        hold back (`hold_end` says until when). `candidates`: the candidates of the
+        election's listing, as the roster counts them (one it found deleted since is not
+        one); `markers`: the markers' listing served after it (listed here if None). A candidate
         created in between then shows as a marker without a znode, but with a czxid above
         ours."""
         if markers is None:
@@ -146,9 +149,11 @@ class Presence:
         if found is None:
             return  # gone meanwhile: released
         data, stat = found
-        if stat.ephemeral_owner == 0 or stat.czxid >= own_czxid:
-            self._cleared.add(marker)  # no session's (made by hand), or behind us
+        if stat.ephemeral_owner == 0:
+            self._cleared.add(marker)  # no session's (made by hand)
             return
+        if stat.czxid >= own_czxid:
+            return  # created after us: it cannot have led while we are here
         self._timeouts[marker] = marker_timeout(data, self.zk.call_timeout)
         self._hold(marker)
 
