@@ -191,7 +191,8 @@ def test_leader_znode_deleted_with_the_groups_credentials(
             old = _settled(group)
             operator.delete(_leader_znode(operator, path, old.identity))
             deleted = time.monotonic()
-            assert wait_for(lambda: any(m.role() == "leader" for m in group.members if m is not old),
+            others = [m for m in group.members if m is not old]
+            assert wait_for(lambda: any(m.role() == "leader" for m in others),  # noqa: B023
                             SESSION_TIMEOUT + SLACK), "nobody else led after the deletion"
             handovers.append(time.monotonic() - deleted)
     _assert_one_lease_at_a_time(monitor)
