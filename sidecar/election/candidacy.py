@@ -188,6 +188,13 @@ class Candidacy:
         log.info("volunteered as %s", node)
         return listing
 
+    def release_lost(self) -> None:
+        """Delete the markers of znodes lost (`forget`) now rather than at the next
+        volunteer: the caller has made sure the files no longer say leader."""
+        while self.released:
+            self._delete_quietly(self.released[0])
+            self.released.pop(0)
+
     def _delete_quietly(self, path: str) -> None:
         with contextlib.suppress(NoNode):
             self.zk.delete(path)

@@ -365,6 +365,7 @@ class Election:
         deadline = time.monotonic() + self.zk.call_timeout
         try:
             self.candidacy.find_lost_create()
+            self.candidacy.release_lost()  # demoted above: the markers may go now
         except ZkError as error:
             log.warning("could not look for a znode of a lost create: %s", error)
         self.leader.delete_own(deadline)

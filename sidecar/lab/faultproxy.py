@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
+_ARMING = threading.Lock()  # one drop per arming, whichever proxy sees the create first
 CREATE_OPCODES = {1, 14, 15, 19, 21}  # create, multi, create2, createContainer, createTTL
 
 
@@ -81,9 +82,9 @@ class _Link:
                 if self.proxy.delay_seconds > 0:
                     time.sleep(self.proxy.delay_seconds)
                 drop = upstream and self.proxy.armed_create and self._saw_create(data)
+                drop = drop and self.proxy.take_drop()
                 target.sendall(data)
                 if drop:
-                    self.proxy.armed_create = False
                     self.proxy.creates_dropped += 1
                     time.sleep(0.05)  # let the server apply it; the reply is never passed on
                     break
@@ -144,8 +145,20 @@ class FaultProxy:
         self.refusing = True
         self._close_links()
 
-    def drop_reply_after_create(self) -> None:
+    def drop_reply_after_create(self, siblings: list[FaultProxy] | None = None) -> None:
+        """Arm this proxy (and `siblings`: the other servers' proxies a reconnecting client
+        may reach next) for one drop in all."""
         self.armed_create = True
+        self._siblings = siblings or [self]
+
+    def take_drop(self) -> bool:
+        """True once per arming, across the siblings: the drop happens here."""
+        with _ARMING:
+            if not self.armed_create:
+                return False
+            for proxy in self._siblings:
+                proxy.armed_create = False
+            return True
 
     def delay(self, seconds: float) -> None:
         self.delay_seconds = seconds
@@ -180,7 +193,9 @@ class FaultyNetwork:
         self._each(FaultProxy.cut)
 
     def drop_reply_after_create(self) -> None:
-        self._each(FaultProxy.drop_reply_after_create)
+        """One lost reply in all: the proxy the client reconnects through is disarmed too."""
+        for proxy in self.proxies:
+            proxy.drop_reply_after_create(self.proxies)
 
     def _each(self, action: Callable[[FaultProxy], None]) -> None:
         for proxy in self.proxies:
