@@ -52,9 +52,12 @@ Why no other candidate can hold an unexpired lease meanwhile, step by step:
 
 5. Nobody is ahead of the heir. Its predecessor was first in its last listing, and
    sequence numbers in a parent only grow, so every candidate created since sorts behind
-   it. (If the parent was deleted and recreated, the heir's own znode went first, and
-   ZooKeeper delivers that deletion to the heir before any later one: it volunteers
-   again instead.)
+   it. If the parent was deleted (recursively: children first, in any order) and
+   recreated, sequence numbers start again, but the heir's own znode was deleted before
+   the parent was, so that deletion reaches the heir before any event of the new parent.
+   The predecessor's deletion may come first; its marker, which lives beside the
+   election, then still stands, and the heir holds back (6.) until its own deletion
+   arrives and it volunteers again.
 6. The predecessor's lease has ended. Its znode goes in one of three ways, and the heir
    tells them apart by the predecessor's presence marker (`presence`), an ephemeral
    znode created and deleted in the same transactions as the candidate's own:
