@@ -5,14 +5,17 @@
    first), if at least `lease.margin` of the lease it gives is left.
 2. Otherwise lead after a round trip that confirms the own znode still exists and belongs
    to this session (CURATOR-696).
-3. Publish the verdict; write the leader record (`record`) in the next renewal, once the
+3. Publish the verdict, unless the lease has already run out by then (a stall since the
+   anchor: `lease` 4.); write the leader record (`record`) in the next renewal, once the
    own role files say leader (at most `RECORD_AFTER_FILES_AT_MOST` later).
-4. Renew the lease every `lease.renew_interval`, the record riding along when due.
-5. Resign on request: demote first, then delete the own znode.
+4. Renew the lease every `lease.renew_interval`, the record riding along when due; a
+   renewal whose lease ran out before it could be published withdraws the lease.
+5. Resign on request: demote first, then delete the own marker and znode.
 
-Guaranteed: the lease published never runs past what `lease` proves, and a resigning
-leader's files say it is demoted, or its lease has run out, before its znode goes
-(`lease`, 6.). Not guaranteed: that a renewal succeeds. When the own znode is gone or the
+Guaranteed: the lease published never runs past what `lease` proves (its end is
+`min(t_send + T/2, touch + T) - margin`, converted with the wall clock read first), and a
+resigning leader's files say it is demoted, or its lease has run out, before its marker
+and znode go (`lease`, 6.). Not guaranteed: that a renewal succeeds. When the own znode is gone or the
 board moved on (a session change), `renew` returns True, as `resign` does once it stepped
 down, and the election lists again.
 
