@@ -15,10 +15,12 @@ It gives:
 Guaranteed: `publish()` returns at once and never raises; it only records the newest status
 and wakes the publisher's own worker thread. The worker coalesces (whatever arrived while a
 request was in flight, only the newest role is written next; an older one is never written
-after a newer one), retries failed requests with capped exponential backoff and full jitter,
-and logs a failure once per kind of failure (again only when the kind changes, and once
-when it recovers). Nothing here can block or fail the election or the role files: a dead
-API only leaves the label stale, and `on_label_sync(False)` says so.
+after a newer one, and `restore()`, the operator's "someone edited the label", rewrites the
+newest recorded state rather than one the operator read), retries failed requests with
+capped exponential backoff and full jitter, and logs a failure once per kind of failure
+(again only when the kind changes, and once when it recovers). Nothing here can block or
+fail the election or the role files: a dead API only leaves the label stale, and
+`on_label_sync(False)` says so.
 
 Not guaranteed: that the label is right at any given instant (it lags the election by one
 API round trip, or by the outage); that every Event is posted (Events are best effort:
@@ -269,16 +271,15 @@ class KubernetesPublisher:
         except Exception:  # the contract: never raise into the election
             log.exception("Kubernetes publisher: dropping a status it could not record")
 
-    def restore(self, status: RoleStatus) -> None:
-        """The label was seen to differ from `status`: write it again even if we think it
-        is already there (someone edited it)."""
+    def restore(self) -> None:
+        """Someone edited the label: write the newest wanted state again, even if we think
+        it is already there. It takes no status on purpose: a status the caller read may
+        be older than one `publish()` recorded meanwhile, and must not be written over it."""
         with self._cond:
-            if self._stopping:
-                return
+            if self._stopping or self._wanted is None:
+                return  # nothing published yet: the first `publish()` writes the label
             self._force = True
-            self._set_wanted(Wanted.of(status))
-            self._wake = True
-            self._cond.notify_all()
+            self._set_wanted(self._wanted)
 
     def post_event(
         self,

@@ -1,7 +1,8 @@
-"""The Kubernetes API as the sidecar needs it: three requests over the standard library.
+"""The Kubernetes API as the sidecar needs it: four requests over the standard library.
 
 Why not the `kubernetes` client: the sidecar sends a merge patch to its own pod, posts
-Events and (for `status --kubernetes`) lists its group's pods. Importing the client loads
+Events, reads its own pod (to tell a deletion from a watch that stopped matching) and (for
+`status --kubernetes`) lists its group's pods. Importing the client loads
 every generated model class, about 30 MB resident in a process that otherwise needs 30;
 kopf already brings aiohttp for its watch, and `http.client` is in every Python. This
 module is the only place that speaks HTTP to the API server.
@@ -18,9 +19,20 @@ Where the credentials come from, in this order (as kubectl and client-go look):
 
 Guaranteed: every request has a connect and a read timeout; a failed request closes its
 connection (the next one opens a fresh one); errors are `ApiError` (with the HTTP status)
-or `OSError`/`http.client.HTTPException` for the transport. Not guaranteed: retries
-(callers retry with their own backoff) or thread safety of one `KubeApi` across threads
-beyond a lock per request.
+or `OSError`/`http.client.HTTPException` for the transport. A kept-alive connection that
+the server closed does not fail the next request: kube-apiserver closes a connection idle
+for 90 s (and all of them when it restarts), so before a connection is used again it is
+checked, and one found closed is replaced by a fresh one; if the close crosses the request
+on the wire (the connection fails before any byte of the reply), the request is sent once
+more, on a fresh connection.
+
+Not guaranteed: any other retry (a timeout, a fresh connection that fails, a reply cut off
+after it began, an error status: callers retry with their own backoff); that a request
+sent once more did not reach the server the first time (a server that went down while
+handling it): the sidecar's requests are safe to repeat (a merge patch writes the same
+values again, the relabel's resourceVersion makes a repeat a 409, a GET or a list is
+read-only, an Event may be posted twice, which Events allow anyway); thread safety of one
+`KubeApi` across threads beyond a lock per request.
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ import dataclasses
 import http.client
 import json
 import os
+import select
+import socket
 import ssl
 import tempfile
 import threading
@@ -44,6 +58,11 @@ from .config import ConfigError, parse_int, shown
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
+# How a connection the server closed fails a request written on it before any byte of a
+# reply came back: RemoteDisconnected (a ConnectionResetError), a reset or a broken pipe,
+# or TLS ending without its close_notify. A timeout is not among them: the request may be
+# in the works, and only the caller's backoff may send it again.
+CLOSED_BEFORE_REPLY = (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 class KubernetesConfigError(Exception):
@@ -225,6 +244,18 @@ class KubeApi:
             self._conn.close()
             self._conn = None
 
+    def _reuse(self) -> bool:
+        """True if a kept-alive connection is there and fit to carry the next request. An
+        idle connection has nothing to read: if it has (the server's close_notify, FIN or
+        reset), the server closed it, and it is dropped so that a fresh one is opened."""
+        if self._conn is None:
+            return False
+        sock = self._conn.sock
+        if sock is None or _readable(sock):
+            self._drop()
+            return False
+        return True
+
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             connect, _read = self.timeout
@@ -260,12 +291,10 @@ class KubeApi:
         target = self._prefix + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         headers = self._headers(content_type or ("application/json" if payload else None))
         with self._lock:
+            response = self._exchange(method, target, payload, headers)
             try:
-                conn = self._connection()
-                conn.request(method, target, body=payload, headers=headers)
-                response = conn.getresponse()
                 data = response.read()
-            except BaseException:
+            except BaseException:  # cut off after the reply began: not sent again
                 self._drop()
                 raise
             if response.will_close:
@@ -274,12 +303,40 @@ class KubeApi:
             raise ApiError(response.status, response.reason, _status_message(data))
         return json.loads(data) if data else None
 
-    # -- the three requests of the sidecar ----------------------------------------------
+    def _exchange(
+        self, method: str, target: str, payload: bytes | None, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
+        """Send the request and read the reply's status and headers; once more on a fresh
+        connection if a kept-alive one turns out closed before any byte of the reply."""
+        reused = self._reuse()
+        try:
+            return self._send(method, target, payload, headers)
+        except CLOSED_BEFORE_REPLY:
+            if not reused:
+                raise
+        # The server closed the connection as the request went out (`_send` dropped it).
+        return self._send(method, target, payload, headers)
+
+    def _send(
+        self, method: str, target: str, payload: bytes | None, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
+        try:
+            conn = self._connection()
+            conn.request(method, target, body=payload, headers=headers)
+            return conn.getresponse()
+        except BaseException:
+            self._drop()
+            raise
+
+    # -- the four requests of the sidecar -----------------------------------------------
 
     def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
         return self.request(
             "PATCH", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}", patch, MERGE_PATCH
         )
+
+    def read_pod(self, namespace: str, name: str) -> Any:
+        return self.request("GET", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}")
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> Any:
         return self.request("POST", f"/api/v1/namespaces/{_q(namespace)}/events", event)
@@ -289,6 +346,16 @@ class KubeApi:
             "GET", f"/api/v1/namespaces/{_q(namespace)}/pods",
             query={"labelSelector": label_selector},
         )
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Something to read, or the peer gone, right now (urllib3 checks pooled connections
+    the same way). For TLS, bytes already decrypted count too."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _q(segment: str) -> str:

@@ -17,7 +17,17 @@ only the pods labelled `leader-election/name=<election>` in the own namespace. I
     the containers in (a native sidecar stops last) and without any request from outside
     the pod. The chart's `sleep` preStop hook on the application gives this watch event
     its time. Having left, it no longer restores the label of a pod of the same name (a
-    StatefulSet's next incarnation, with a sidecar of its own).
+    StatefulSet's next incarnation, with a sidecar of its own). A DELETED of the own pod
+    is confirmed with a GET first: the apiserver sends DELETED too when a pod merely
+    stops matching the watch's label selector (its group label edited or removed), and
+    such a pod, still there, stays in the election (the edit is logged; its labels are
+    restored again once the group label is back).
+
+A relabel in (b) that fails for any reason but a conflict (409: the pod changed, and its
+newer version comes with the watch) or a 404 is tried again on a timer of its own, with
+capped exponential backoff and full jitter, judged afresh each time on the pod's newest
+known state: the pod of a crashed or partitioned old leader may send no event for a minute
+or more (until its node is NotReady), and the leader Service routes to it meanwhile.
 
 What kopf does for us: the list-then-watch of the group's pods with reconnection and
 backoff, server-side label filtering (`settings.watching.label_selectors`) plus the
@@ -37,7 +47,10 @@ non-blocking) and never raise into kopf for expected conditions. `OperatorHandle
 sets kopf's stop flag and joins the thread with a bound. If kopf itself ends with an error
 (say, the API was unreachable for longer than its retries), it is started again after a
 pause. Not guaranteed: reaction time (one watch round trip; nothing happens while the API
-is down, and everything is re-checked from the fresh listing once it is back).
+is down, and everything is re-checked from the fresh listing once it is back); leaving on
+a DELETED whose GET fails for about two seconds (the sidecar then stays in the election:
+a label edit must never make it leave, and a pod really being deleted is stopped by the
+kubelet anyway); relabels while the pod is out of the watch's selector.
 """
 
 from __future__ import annotations
@@ -47,8 +60,9 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import kopf
 
@@ -58,8 +72,10 @@ from .k8s import (
     GROUP_LABEL,
     STEP_DOWN_ANNOTATION,
     STEPPED_DOWN,
+    Backoff,
     KubernetesPublisher,
     api_connection,
+    classify,
     core_api,
 )
 from .kubeapi import ApiError
@@ -76,6 +92,11 @@ RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
 STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
 TLS_CLOSE_PAUSE = 0.25
 SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value (up to 256 KiB) in an Event
+CONFIRM_PAUSES = (0.2, 0.5, 1.0)  # between GETs of the own pod that failed, after a DELETED
+RELABEL_BACKOFF = (0.1, 3.0)  # base and cap, in seconds, as the publisher's
+RETRY_JOIN = 1.0  # for the relabel timer's thread to end on close
+
+PodState = Literal["deleted", "deleting", "present", "unknown"]
 
 
 @dataclasses.dataclass
@@ -96,9 +117,70 @@ class _Group:
         with self.lock:
             return list(self.pods.values())
 
+    def get(self, name: str) -> Mapping[str, Any] | None:
+        with self.lock:
+            return self.pods.get(name)
+
+
+class _RelabelTimer:
+    """Pods whose relabel is to be tried again, each after its own backoff delay, on a
+    thread of their own (kopf's timers would put a finalizer on the pods)."""
+
+    def __init__(self, attempt: Callable[[str], None], name: str) -> None:
+        self._attempt = attempt
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}  # pod -> monotonic time of its next try
+        self._backoffs: dict[str, Backoff] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def later(self, pod: str) -> None:
+        """Try `pod` again after its next backoff delay."""
+        with self._cond:
+            if self._closed:
+                return
+            backoff = self._backoffs.setdefault(pod, Backoff(*RELABEL_BACKOFF))
+            self._due[pod] = time.monotonic() + backoff.next_delay()
+            self._cond.notify_all()
+
+    def forget(self, pod: str) -> None:
+        """Nothing left to try for `pod`; a later failure starts its backoff afresh."""
+        with self._cond:
+            self._due.pop(pod, None)
+            self._backoffs.pop(pod, None)
+
+    def close(self, timeout: float) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (pod := self._next_due()) is not None:
+            try:
+                self._attempt(pod)
+            except Exception:  # a bug: say so, and keep the other pods' tries going
+                log.exception("relabel of pod %r on the timer failed", pod)
+
+    def _next_due(self) -> str | None:
+        """Wait for the pod whose try is due first; None once closed."""
+        with self._cond:
+            while not self._closed:
+                if not self._due:
+                    self._cond.wait()
+                    continue
+                pod, when = min(self._due.items(), key=lambda item: item[1])
+                remaining = when - time.monotonic()
+                if remaining <= 0:
+                    del self._due[pod]
+                    return pod
+                self._cond.wait(remaining)
+            return None
+
 
 class Reconciler:
-    """The three behaviours, free of kopf so that each is a small function."""
+    """The behaviours (a) to (d), free of kopf so that each is a small function."""
 
     def __init__(
         self, config: Config, control: ElectionControl, publisher: KubernetesPublisher
@@ -109,16 +191,19 @@ class Reconciler:
         self.group = _Group()
         self._api = core_api(config)
         self._left_on_delete = False
+        self._relabel_logged: dict[str, str] = {}  # pod -> failure reason logged last
+        self._timer = _RelabelTimer(self._relabel_again, f"relabel-{config.identity}")
 
     def close(self) -> None:
+        self._timer.close(RETRY_JOIN)
         self._api.close()
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any], patch: Any) -> None:
         name = body.get("metadata", {}).get("name", "")
         self.group.update(name, None if event_type == "DELETED" else body)
         if event_type == "DELETED":
-            if name == self.config.identity:  # deleted at once (--force --grace-period=0)
-                self.leave_on_delete("was deleted")
+            if name == self.config.identity:
+                self.own_pod_gone(body)
             return
         if name == self.config.identity:
             self.own_pod(body, patch)
@@ -146,7 +231,51 @@ class Reconciler:
                 label,
                 status.role.value,
             )
-            self.publisher.restore(status)
+            self.publisher.restore()  # its newest role: `status` may be older by now
+
+    def own_pod_gone(self, body: Mapping[str, Any]) -> None:
+        """A DELETED of the own pod: deleted at once (`--force --grace-period=0`), or only
+        out of the watch's selector (the group label edited or removed), which the
+        apiserver also reports as DELETED, with the pod as it was. A GET tells them apart."""
+        if self._left_on_delete:
+            return  # the usual end of a graceful delete: left on its deletionTimestamp
+        state = self._own_pod_state(body.get("metadata", {}).get("uid"))
+        if state == "deleted":
+            self.leave_on_delete("was deleted")
+        elif state == "deleting":
+            self.leave_on_delete()
+        elif state == "present":
+            log.warning(
+                "own pod is not deleted, but no longer carries the label %s=%s: the "
+                "operator no longer sees it, and its role label is not put right, until "
+                "the label is back; the election goes on", GROUP_LABEL, self.config.election,
+            )
+        else:
+            log.warning(
+                "own pod: the watch says deleted, but it could not be read to confirm; "
+                "staying in the election (a pod being deleted shows it in its next event)"
+            )
+
+    def _own_pod_state(self, uid: str | None) -> PodState:
+        """'deleted' (404, or a pod of our name with another uid: ours is gone), 'deleting'
+        (deletionTimestamp), 'present', or 'unknown' when it could not be read."""
+        for pause in (*CONFIRM_PAUSES, None):
+            try:
+                pod = self._api.read_pod(self.config.namespace or "default", self.config.identity)
+            except ApiError as error:
+                if error.status == 404:
+                    return "deleted"
+                log.debug("reading the own pod failed: %s", error)
+            except Exception as error:
+                log.debug("reading the own pod failed: %s", error)
+            else:
+                metadata = (pod or {}).get("metadata") or {}
+                if uid and metadata.get("uid") != uid:
+                    return "deleted"
+                return "deleting" if metadata.get("deletionTimestamp") else "present"
+            if pause is not None:
+                time.sleep(pause)
+        return "unknown"
 
     def leave_on_delete(self, how: str = "is being deleted") -> None:
         if self._left_on_delete:
@@ -218,16 +347,13 @@ class Reconciler:
             patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
         try:
             self._api.patch_pod(self.config.namespace or "default", name, patch)
-        except ApiError as error:
-            if error.status == 409:
-                log.debug("pod %r changed since it was judged; judging its next event", name)
-            else:
-                log.warning("could not relabel stale leader pod %r: %s", name, error)
+        except Exception as error:
+            self._relabel_failed(name, error)
             return
-        except Exception as error:  # the next watch event or sweep tries again
-            log.warning("could not relabel stale leader pod %r: %s", name, error)
-            return
-        log.info("relabelled pod %r from leader to follower (stale label)", name)
+        self._timer.forget(name)
+        failed_before = self._relabel_logged.pop(name, None)
+        log.info("relabelled pod %r from leader to follower (stale label)%s", name,
+                 " after failed tries" if failed_before else "")
         self.publisher.post_event(
             STALE_LEADER,
             f"role label said leader, but {self.config.identity!r} is the leader of election "
@@ -236,6 +362,32 @@ class Reconciler:
             pod=name,
             uid=metadata.get("uid"),
         )
+
+    def _relabel_failed(self, name: str, error: Exception) -> None:
+        if isinstance(error, ApiError) and error.status in (404, 409):
+            # 409: the pod changed since it was judged; its newer version comes with the
+            # watch and is judged then. 404: it is gone, and its label with it.
+            log.debug("pod %r changed since it was judged, or is gone (%s): not relabelled",
+                      name, error)
+            self._timer.forget(name)
+            return
+        self._timer.later(name)
+        reason = classify(error).reason
+        if self._relabel_logged.get(name) != reason:  # no storm: once per kind of failure
+            self._relabel_logged[name] = reason
+            log.warning("could not relabel stale leader pod %r: %s; trying again with backoff",
+                        name, error)
+
+    def _relabel_again(self, name: str) -> None:
+        """The timer's try, judged afresh on the pod's newest known state."""
+        status = self.control.current()
+        body = self.group.get(name)
+        if (body is None or status.role is not Role.LEADER
+                or not self._claims_leader_wrongly(body, status.epoch)):
+            self._timer.forget(name)
+            self._relabel_logged.pop(name, None)
+            return
+        self.relabel(body, status.epoch)
 
 
 def build_registry(config: Config, reconciler: Reconciler) -> kopf.OperatorRegistry:

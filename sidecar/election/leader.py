@@ -15,9 +15,9 @@
 Guaranteed: the lease published never runs past what `lease` proves (its end is
 `min(t_send + T/2, touch + T) - margin`, converted with the wall clock read first), and a
 resigning leader's files say it is demoted, or its lease has run out, before its marker
-and znode go (`lease`, 6.). Not guaranteed: that a renewal succeeds. When the own znode is gone or the
-board moved on (a session change), `renew` returns True, as `resign` does once it stepped
-down, and the election lists again.
+and znode go (`lease`, 6.). Not guaranteed: that a renewal succeeds. When the own znode
+is gone or the board moved on (a session change), `renew` returns True, as `resign` does
+once it stepped down, and the election lists again.
 
 Not thread-safe: the election's worker thread is its only caller.
 """

@@ -4,19 +4,23 @@ The session's cluster comes from tests/conftest.py (`cluster`). Each test gets a
 of its own (`kube_ns`, see cluster_support.py) with the chart's RBAC, deleted after it.
 
 Also: `kube_config` (a `Config` factory for a candidate whose pod lives in that namespace),
-publishers and operators that are always stopped.
+publishers and operators that are always stopped, and `api_proxy` (a proxy in front of the
+apiserver that acts on one client connection, with a kubeconfig of the sidecar through it).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from api_proxy import ApiProxy
 from cluster_support import KubeNamespace
 from k8s_doubles import ELECTION, FakeControl, Sync
 
@@ -37,6 +41,20 @@ def kube_ns(cluster: LocalCluster, tmp_path: Path) -> Iterator[KubeNamespace]:
         yield namespace.create()
     finally:
         namespace.delete()
+
+
+@pytest.fixture
+def api_proxy(kube_ns: KubeNamespace) -> Iterator[tuple[ApiProxy, Path]]:
+    """An `ApiProxy` in front of the apiserver and the sidecar's kubeconfig through it."""
+    proxy = ApiProxy(int(urllib.parse.urlsplit(kube_ns.cluster.server()).port or 443))
+    document = yaml.safe_load(Path(kube_ns.kubeconfig_path).read_text())
+    document["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = Path(kube_ns.kubeconfig_path).with_name("api-proxy-kubeconfig.yaml")
+    kubeconfig.write_text(yaml.safe_dump(document))
+    try:
+        yield proxy, kubeconfig
+    finally:
+        proxy.close()
 
 
 @pytest.fixture

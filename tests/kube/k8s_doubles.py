@@ -48,6 +48,7 @@ class FakeControl:
     def __init__(self, initial: RoleStatus) -> None:
         self.status = initial
         self.step_downs = 0
+        self.leaves = 0
         self.publisher: KubernetesPublisher | None = None
 
     def current(self) -> RoleStatus:
@@ -59,6 +60,7 @@ class FakeControl:
         self.set(follower)
 
     def leave(self) -> None:
+        self.leaves += 1
         self.set(self.status.replace(role=Role.UNKNOWN))
 
     def set(self, new: RoleStatus) -> None:
@@ -66,3 +68,22 @@ class FakeControl:
         self.status = new
         if self.publisher is not None:
             self.publisher.publish(new)
+
+
+class RacingControl(FakeControl):
+    """The election's next verdict is published just after the operator read `current()`
+    (the status board runs on its own thread): `then(status)` arms it for the next read."""
+
+    def __init__(self, initial: RoleStatus) -> None:
+        super().__init__(initial)
+        self._next: RoleStatus | None = None
+
+    def then(self, new: RoleStatus) -> None:
+        self._next = new
+
+    def current(self) -> RoleStatus:
+        seen = self.status
+        if self._next is not None:
+            new, self._next = self._next, None
+            self.set(new)
+        return seen

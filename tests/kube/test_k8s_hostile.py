@@ -1,8 +1,8 @@
 """Hostile input from the Kubernetes side (issue 11), with sidecar processes on the real
 ZooKeeper ensemble and the real apiserver, authenticated as the chart's ServiceAccount:
 odd values a person sets with kubectl on the step-down annotation and the role label, the
-own pod deleted under a running sidecar, a namespace that does not exist, and a
-ServiceAccount token that stops being valid.
+own pod deleted under a running sidecar, its group label edited and put back (issue 24), a
+namespace that does not exist, and a ServiceAccount token that stops being valid.
 
 Each must end in a logged, survived event: the sidecar process keeps running without a
 traceback, its role files stay right, exactly one candidate leads, and the labels follow
@@ -12,6 +12,7 @@ tests/test_hostile_input.py.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,35 @@ def test_own_pod_deleted_under_the_sidecar(
     assert monitor.violations() == []
     assert _labelled_leaders(kube_ns) == [leaders(others)[0].identity]
     assert leader.role() == "unknown", "it stays out: its pod is gone"
+    assert_survived(*members)
+
+
+def test_group_label_edited_and_restored(
+    ensemble: Ensemble, group: Group, kube_ns: KubeNamespace
+) -> None:
+    """`kubectl label pod <leader> leader-election/name=x --overwrite`, then back, and the
+    label removed, then back (issue 24, item 1). The pod stops matching the sidecars' watch
+    and the apiserver sends DELETED for it, but it is not deleted: nobody hands over, and
+    once the label is back the labels follow the role files as before. Before the fix the
+    leader's sidecar left the election for good and its pod stayed `unknown`."""
+    members, leader = _start_in_sync(ensemble, group, kube_ns)
+    # Its operator watches its pod once it puts a label edited by hand right again.
+    kube_ns.label_pod(leader.identity, "role", "follower")
+    assert wait_for(lambda: kube_ns.labels(leader.identity).get("role") == "leader", API_SLACK)
+    with group.monitor() as monitor:
+        for value in ("x", None):
+            kube_ns.label_pod(leader.identity, GROUP_LABEL, value)
+            time.sleep(2.0)  # the DELETED is handled meanwhile
+            kube_ns.label_pod(leader.identity, GROUP_LABEL, group.election)
+            assert wait_for(lambda: _labels_follow(kube_ns, members), API_SLACK)
+            assert leaders(members) == [leader], "a label edit never moves the election"
+        kube_ns.label_pod(leader.identity, "role", "unknown")  # watched again: put right
+        assert wait_for(lambda: kube_ns.labels(leader.identity).get("role") == "leader",
+                        API_SLACK)
+    assert monitor.violations() == []
+    assert "LeavingOnDelete" not in kube_ns.reasons(leader.identity)
+    assert "leaving the election" not in leader.log_text()
+    assert _labelled_leaders(kube_ns) == [leader.identity]
     assert_survived(*members)
 
 

@@ -3,15 +3,20 @@ ServiceAccount."""
 
 from __future__ import annotations
 
-from cluster_support import wait_until
-from k8s_doubles import FakeControl, status
+import time
 
-from sidecar.k8s import STEP_DOWN_ANNOTATION
+from api_proxy import client_port
+from cluster_support import wait_until
+from k8s_doubles import ELECTION, FakeControl, RacingControl, status
+
+from sidecar.k8s import EPOCH_ANNOTATION, GROUP_LABEL, STEP_DOWN_ANNOTATION
+from sidecar.operator import LEAVING_ON_DELETE, Reconciler
 from sidecar.state import Role
 
 
-def start(kube_ns, kube_config, make_publisher, make_operator, name, role, epoch=10):
-    config = kube_config(name)
+def start(kube_ns, kube_config, make_publisher, make_operator, name, role, epoch=10,
+          **overrides):
+    config = kube_config(name, **overrides)
     publisher, sync, _ = make_publisher(config)
     control = FakeControl(
         status(name, role, leader=None if role is not Role.LEADER else name, epoch=epoch)
@@ -223,3 +228,137 @@ def test_watch_expiry_makes_kopf_list_again(
     wait_until(lambda: kube_ns.labels("app-0")["role"] == "leader", timeout=30,
                message="restored after the watch expired")
     assert len(kube_ns.requests("list", "pods")) > lists_before, "kopf listed again"
+
+
+# --- issue 24 ---------------------------------------------------------------------------------
+
+
+def roles_seen(kube_ns, pod: str, seconds: float) -> list[str | None]:
+    """The pod's role label, sampled for `seconds` (as `kubectl get pods -L role -w`)."""
+    seen: list[str | None] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.append(kube_ns.labels(pod).get("role"))
+        time.sleep(0.05)
+    return seen
+
+
+def test_group_label_edited_then_restored_is_no_deletion(
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator, caplog_k8s
+):
+    """`kubectl label pod app-0 leader-election/name=x --overwrite` (or `name-`): the pod
+    stops matching the operator's watch and the apiserver sends DELETED for it, but the pod
+    is still there. The sidecar stays a candidate and, once the label is back, the operator
+    sees the pod and restores its label again. Before the fix the sidecar left the election
+    on that DELETED and ignored every later event: `unknown` for good."""
+    add_group_pod("app-0")
+    control, _, sync, _ = start(
+        kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER
+    )
+    kube_ns.label_pod("app-0", "role", "follower")  # once put right, the operator watches
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "leader", message="watching")
+    for edit in ("x", None):
+        kube_ns.label_pod("app-0", GROUP_LABEL, edit)
+        seen = roles_seen(kube_ns, "app-0", 2.0)  # the DELETED is handled meanwhile
+        kube_ns.label_pod("app-0", GROUP_LABEL, ELECTION)
+        seen += roles_seen(kube_ns, "app-0", 1.0)
+        assert set(seen) == {"leader"}, (edit, seen)
+    assert control.leaves == 0, "still a candidate"
+    assert LEAVING_ON_DELETE not in kube_ns.reasons("app-0")
+    assert any("leader-election/name" in r.getMessage() and "not deleted" in r.getMessage()
+               for r in caplog_k8s.records), "the edit is named in the log"
+
+    kube_ns.label_pod("app-0", "role", "follower")  # watched again: an edit is put right
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "leader", message="restored")
+    wait_until(lambda: sync.last is True)
+
+
+def test_restore_racing_a_transition_writes_the_newest_role(
+    kube_ns, kube_config, add_group_pod, make_publisher
+):
+    """The operator sees an edited role label and reads the election's status; the status
+    board publishes a newer one meanwhile. The restore must not write the older role over
+    the newer one (before the fix it did, and `label_in_sync` said true: a `leader` label
+    on a follower, in the leader Service's endpoints)."""
+    add_group_pod("app-0")
+    config = kube_config("app-0")
+    publisher, sync, _ = make_publisher(config)
+    control = RacingControl(status("app-0", Role.LEADER, epoch=10))
+    control.publisher = publisher
+    publisher.publish(control.status)
+    assert publisher.flush(10)
+    reconciler = Reconciler(config, control, publisher)
+    newer = [
+        ("follower", status("app-0", Role.FOLLOWER, leader="app-1", epoch=11)),
+        ("unknown", status("app-0", Role.LEADER, epoch=12)),
+        ("unknown", status("app-0", Role.UNKNOWN)),
+        ("leader", status("app-0", Role.FOLLOWER, leader="app-2", epoch=13)),
+    ]
+    try:
+        for edited, transition in newer:
+            body = kube_ns.label_pod("app-0", "role", edited)  # someone edits the label
+            control.then(transition)  # ... and the election moves on as the operator reads
+            reconciler.own_pod(body, None)
+            assert publisher.flush(10)
+            assert kube_ns.labels("app-0")["role"] == transition.role.value, transition
+            assert sync.last is True
+    finally:
+        reconciler.close()
+
+
+def test_stale_label_cleared_at_once_after_the_connection_went_idle(
+    kube_ns, kube_config, add_group_pod, api_proxy, make_publisher, make_operator
+):
+    """The old leader is partitioned away with its node: its pod keeps `role=leader` and
+    sends no event. When we are promoted, clearing that label is the first request of our
+    operator's client after a quiet spell, in which the apiserver closed the kept-alive
+    connection (its idle timeout). The label must be cleared at once, not when that pod
+    next changes (its node's NotReady, 40 s or more later). Before the fix the relabel
+    failed ("Remote end closed connection without response") and nothing tried again."""
+    proxy, kubeconfig = api_proxy
+    for name in ("app-0", "app-1"):
+        add_group_pod(name)
+    add_group_pod("app-2", role="leader")
+    control, _, _, handle = start(kube_ns, kube_config, make_publisher, make_operator,
+                                  "app-0", Role.LEADER, epoch=10, kubeconfig=str(kubeconfig))
+    wait_until(lambda: kube_ns.labels("app-2")["role"] == "follower", message="first relabel")
+
+    control.set(status("app-0", Role.FOLLOWER, leader="app-1", epoch=11))
+    # app-1's sidecar labels its pod, and then its node drops off the network.
+    kube_ns.patch_pod("app-1", {"metadata": {"labels": {"role": "leader"},
+                                             "annotations": {EPOCH_ANNOTATION: "11"}}})
+    wait_until(lambda: kube_ns.labels("app-0")["role"] == "follower")
+    time.sleep(1.0)  # the operator has seen both pods' events (and, a follower, did nothing)
+    proxy.close_idle(client_port(handle.reconciler._api))
+
+    promoted = time.monotonic()
+    control.set(status("app-0", Role.LEADER, epoch=12))
+    wait_until(lambda: kube_ns.labels("app-1")["role"] == "follower", timeout=10,
+               message="stale label of the partitioned leader cleared")
+    elapsed = time.monotonic() - promoted
+    assert elapsed < 1.5, f"cleared {elapsed:.2f} s after the promotion"
+
+
+def test_failed_relabel_is_tried_again_without_an_event(
+    kube_ns, kube_config, add_group_pod, make_publisher, make_operator, caplog_k8s
+):
+    """A relabel of a stale `leader` label fails (here a real 403: the Role lost `patch`;
+    an unreachable or overloaded API does the same) and that pod sends no further event
+    (its sidecar crashed, its node is gone). The relabel is tried again on a timer, with
+    backoff, and the label is cleared soon after the API allows it. Before the fix it was
+    tried again only on that pod's next event: here, never."""
+    add_group_pod("app-0")
+    add_group_pod("app-1")
+    start(kube_ns, kube_config, make_publisher, make_operator, "app-0", Role.LEADER, epoch=10)
+    kube_ns.forbid("patch", "pods")
+    kube_ns.patch_pod("app-1", {"metadata": {"labels": {"role": "leader"},
+                                             "annotations": {EPOCH_ANNOTATION: "9"}}})
+    wait_until(lambda: any("could not relabel" in r.getMessage() for r in caplog_k8s.records),
+               message="the relabel failed")
+    time.sleep(2.0)  # a few failed tries: logged once, not at every try
+    failures = [r for r in caplog_k8s.records if "could not relabel" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+
+    kube_ns.heal()
+    wait_until(lambda: kube_ns.labels("app-1")["role"] == "follower", timeout=10,
+               message="cleared on the timer, without an event of app-1")

@@ -1,5 +1,6 @@
 """`sidecar/kubeapi.py` against the real kube-apiserver: every way a kubeconfig can carry
-credentials that a sidecar may meet, and one clear error for a kubeconfig that is not one."""
+credentials that a sidecar may meet, one clear error for a kubeconfig that is not one, and
+the kept-alive connection closed by the apiserver (issue 24, item 2)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from api_proxy import client_port
 
 from sidecar.kubeapi import ApiError, KubeApi, KubernetesConfigError, load_connection
+
+NOBODY = "leader-election/name=nobody"
 
 
 def _inline(kubeconfig: Path, target: Path) -> Path:
@@ -73,3 +77,70 @@ def test_a_broken_kubeconfig_is_one_clear_error(tmp_path, content) -> None:
     kubeconfig.write_text(content)
     with pytest.raises(KubernetesConfigError, match="no Kubernetes client configuration"):
         load_connection(str(kubeconfig))
+
+
+def test_request_after_the_apiserver_closed_the_idle_connection(kube_ns, api_proxy) -> None:
+    """kube-apiserver closes a kept-alive connection after 90 s without a request (and on
+    shutdown). The next request must not fail for it: it goes out on a fresh connection.
+    Before the fix it failed ("Remote end closed connection without response")."""
+    proxy, kubeconfig = api_proxy
+    api = KubeApi(load_connection(str(kubeconfig)))
+    try:
+        ns = kube_ns.namespace
+        assert api.list_pods(ns, NOBODY)["items"] == []
+        proxy.close_idle(client_port(api))
+        assert api.list_pods(ns, NOBODY)["items"] == []
+        assert proxy.accepted == 2, "sent on a fresh connection"
+        assert api.list_pods(ns, NOBODY)["items"] == []
+        assert proxy.accepted == 2, "and that one is kept alive"
+    finally:
+        api.close()
+
+
+def test_request_racing_the_apiservers_close_is_sent_once_more(
+    kube_ns, add_group_pod, api_proxy
+) -> None:
+    """The close crosses the request on the wire: the request never reaches the apiserver
+    and the client sees its connection end before any byte of a reply. It is sent once
+    more on a fresh connection, and reaches the apiserver once. Before the fix it failed
+    ("Remote end closed connection without response")."""
+    proxy, kubeconfig = api_proxy
+    add_group_pod("app-0")
+    api = KubeApi(load_connection(str(kubeconfig)))
+    try:
+        assert api.list_pods(kube_ns.namespace, NOBODY)["items"] == []
+        proxy.drop_next_request(client_port(api))
+        patched = api.patch_pod(kube_ns.namespace, "app-0",
+                                {"metadata": {"labels": {"role": "follower"}}})
+        assert patched["metadata"]["labels"]["role"] == "follower"
+        assert proxy.accepted == 2
+    finally:
+        api.close()
+    assert len(kube_ns.requests("patch", "pods")) == 1
+
+
+def test_no_second_try_on_a_fresh_connection_or_after_a_timeout(
+    kube_ns, add_group_pod, api_proxy
+) -> None:
+    """Only a kept-alive connection that the server closed is worth a second try: a fresh
+    connection that fails (the apiserver is not back) and a reply that does not come in
+    time (the request may be in the works) are the caller's to retry, with its backoff."""
+    proxy, kubeconfig = api_proxy
+    add_group_pod("app-0")
+    api = KubeApi(load_connection(str(kubeconfig)), timeout=(2.0, 1.0))
+    try:
+        proxy.refusing = True
+        with pytest.raises(OSError):
+            api.list_pods(kube_ns.namespace, NOBODY)
+        assert proxy.accepted == 1
+        proxy.refusing = False
+        assert api.list_pods(kube_ns.namespace, NOBODY)["items"] == []
+        assert proxy.accepted == 2
+        proxy.stalled = True
+        with pytest.raises(TimeoutError):
+            api.patch_pod(kube_ns.namespace, "app-0", {"metadata": {"labels": {"x": "1"}}})
+        assert proxy.accepted == 2, "not sent again"
+    finally:
+        proxy.stalled = False
+        api.close()
+    assert len(kube_ns.requests("patch", "pods")) == 1
