@@ -2,6 +2,11 @@
 # (`leader-sidecar demo-app`) and the chart's test pods all run from it.
 #
 # Build:  docker build -t leader-sidecar:dev .
+# Needs BuildKit: the runtime stage installs the wheels through `RUN --mount` (a bind mount
+# of the build stage, so that no layer keeps them), which the legacy builder rejects ("the
+# --mount option requires BuildKit"). Docker >= 23 and Docker Desktop use BuildKit by
+# default; an older Docker needs DOCKER_BUILDKIT=1 (scripts/kind-up.sh sets it), Podman
+# and Buildah support the flag too.
 # The runtime stage has no build tools and no pip cache, runs as a numeric non-root user
 # (so that Kubernetes can verify runAsNonRoot) and needs no writable root filesystem.
 

@@ -22,10 +22,25 @@ capped exponential backoff and full jitter, and logs a failure once per kind of 
 fail the election or the role files: a dead API only leaves the label stale, and
 `on_label_sync(False)` says so.
 
+Every patch of the own pod carries the pod's uid (`metadata.uid`, learnt from the first
+patch's reply) as a precondition: after a forced delete, a pod of the same name made by the
+StatefulSet belongs to a sidecar of its own, and the apiserver refuses a patch whose uid is
+not the pod's (422: `metadata.uid` is immutable), changing nothing. The publisher then
+stops writing labels for good (one log line): the new pod's label is never overwritten by
+the old container's last `unknown`.
+
+Events are aggregated and limited as client-go's recorder does: a repeat of an Event
+(same pod, reason, message and type) within `AGGREGATE_WINDOW` patches the count and
+`lastTimestamp` of the one posted instead of posting another, and each involved pod and
+reason gets at most `SPAM_BURST` posts or counts, then one per `SPAM_REFILL` seconds (a
+flapping link cannot post thousands an hour); what the limit drops is counted
+(`reason="rate_limited"`).
+
 Not guaranteed: that the label is right at any given instant (it lags the election by one
 API round trip, or by the outage); that every Event is posted (Events are best effort:
-kept and retried through transient faults, dropped on permanent ones such as 403, at most
-`MAX_PENDING_EVENTS` kept); exactly-once Events (a retried create whose reply was lost may
+kept and retried through transient faults, 401 included since a rotated token is read
+again, dropped on permanent ones such as 403, at most `MAX_PENDING_EVENTS` kept, and
+dropped by the rate limit); exactly-once Events (a retried create whose reply was lost may
 post twice). Merge patches carry no resourceVersion, so another writer of the same label
 (a user, a stale peer) can win until the operator (sidecar/operator.py) restores it.
 """
@@ -65,6 +80,11 @@ ELECTED, DEMOTED, STEPPED_DOWN = "Elected", "Demoted", "SteppedDown"
 COMPONENT = "leader-sidecar"
 PUBLISHER = "kubernetes"  # the `publisher` label value of the shared metrics
 MAX_PENDING_EVENTS = 32
+# client-go's EventCorrelator: repeats within 10 minutes are counted on one Event; a
+# token bucket per involved object of 25, refilled one per 5 minutes.
+AGGREGATE_WINDOW = 600.0
+SPAM_BURST = 25
+SPAM_REFILL = 300.0
 
 
 class KubernetesApiError(Exception):
@@ -103,9 +123,13 @@ def classify(error: BaseException) -> Failure:
         if status == 403:
             return Failure("forbidden", text, permanent=True, message=str(error))
         if status == 401:
-            return Failure("unauthorized", text, permanent=True)
+            # The token expired or was rotated: the next request reads it again, so a
+            # retry can succeed (a kept Event is not dropped for it).
+            return Failure("unauthorized", text)
         if status == 404:
             return Failure("not_found", text, permanent=True)
+        if status in (409, 422) and _refused_uid(str(error)):
+            return Failure("replaced", text, permanent=True, message=str(error))
         if status == 409:
             return Failure("conflict", text)
         if status == 429:
@@ -156,6 +180,14 @@ def explain(failure: Failure, verb: str, resource: str, namespace: str, name: st
 _SERVICE_ACCOUNT_RE = re.compile(r'User "system:serviceaccount:([^:"]+):')
 
 
+def _refused_uid(message: str) -> bool:
+    """The apiserver's words for a patch whose `metadata.uid` is not the object's: 422
+    "metadata.uid: Invalid value: ...: field is immutable" (kube-apiserver 1.37), or the
+    409 "Precondition failed: UID in precondition" of a DELETE-style precondition."""
+    return ("metadata.uid" in message and "immutable" in message) or (
+        "UID in precondition" in message)
+
+
 class Backoff:
     """Capped exponential backoff with full jitter (AWS architecture blog style): a crowd
     of sidecars that lost the API together does not come back in lockstep."""
@@ -188,17 +220,63 @@ class Wanted:
     def of(cls, status: RoleStatus) -> Wanted:
         return cls(status.role, status.epoch, status.leader)
 
-    def patch(self, role_label: str) -> dict[str, Any]:
-        return {
-            "metadata": {
-                "labels": {role_label: self.role.value},
-                # null removes an annotation (merge patch): no stale epoch/leader while unknown.
-                "annotations": {
-                    EPOCH_ANNOTATION: str(self.epoch) if self.epoch is not None else None,
-                    LEADER_ANNOTATION: self.leader,
-                },
-            }
+    def patch(self, role_label: str, uid: str | None = None) -> dict[str, Any]:
+        """The merge patch; with `uid`, a precondition: only the pod of that uid."""
+        metadata: dict[str, Any] = {
+            "labels": {role_label: self.role.value},
+            # null removes an annotation (merge patch): no stale epoch/leader while unknown.
+            "annotations": {
+                EPOCH_ANNOTATION: str(self.epoch) if self.epoch is not None else None,
+                LEADER_ANNOTATION: self.leader,
+            },
         }
+        if uid:
+            metadata["uid"] = uid
+        return {"metadata": metadata}
+
+
+@dataclasses.dataclass
+class _Posted:
+    """An Event this publisher posted, for counting its repeats."""
+
+    name: str
+    count: int
+    at: float  # monotonic time of the last post or repeat
+
+
+class EventLimiter:
+    """client-go's event correlation, the parts a sidecar needs: `repeat_of` finds the Event
+    a new one repeats within `AGGREGATE_WINDOW`; `allow` is the per-pod token bucket.
+    Worker thread only."""
+
+    def __init__(self, window: float = AGGREGATE_WINDOW, burst: int = SPAM_BURST,
+                 refill: float = SPAM_REFILL) -> None:
+        self.window, self.burst, self.refill = window, burst, refill
+        self._posted: dict[tuple[str, str, str, str], _Posted] = {}
+        # (pod, reason) -> (tokens, as of): client-go's spam key is the source, the
+        # involved object, the type and the reason.
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    @staticmethod
+    def key(event: PendingEvent) -> tuple[str, str, str, str]:
+        return (event.pod, event.reason, event.message, event.type)
+
+    def repeat_of(self, event: PendingEvent, now: float) -> _Posted | None:
+        posted = self._posted.get(self.key(event))
+        return posted if posted is not None and now - posted.at < self.window else None
+
+    def allow(self, event: PendingEvent, now: float) -> bool:
+        """A post (or a counted repeat) of `event` now, within the token bucket."""
+        key = (event.pod, event.reason)
+        tokens, since = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - since) / self.refill)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+    def posted(self, event: PendingEvent, name: str, count: int, now: float) -> None:
+        self._posted = {k: v for k, v in self._posted.items() if now - v.at < self.window}
+        self._posted[self.key(event)] = _Posted(name, count, now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +329,10 @@ class KubernetesPublisher:
         self._stopping = False
         self._busy = False
         self._pod_uid: str | None = None
+        self._replaced = False  # the own pod's name now belongs to another pod (uid)
         # Touched by the worker thread only.
+        self._limiter = EventLimiter()
+        self._admitted: PendingEvent | None = None  # let through the rate limit, not posted yet
         self._in_sync: bool | None = None
         self._logged: dict[str, str | None] = {}  # operation -> reason last logged
         self._thread = threading.Thread(
@@ -375,9 +456,8 @@ class KubernetesPublisher:
     def _settled(self) -> bool:
         return (
             not self._events
-            and not self._force
             and not self._busy
-            and self._wanted == self._written
+            and (self._replaced or (not self._force and self._wanted == self._written))
         )
 
     # ---- the worker
@@ -422,16 +502,22 @@ class KubernetesPublisher:
     def _write_label(self) -> bool:
         with self._cond:
             wanted, since, force = self._wanted, self._wanted_since, self._force
-            if wanted is None or (wanted == self._written and not force):
+            if self._replaced or wanted is None or (wanted == self._written and not force):
                 return True
             self._force = False
+            uid = self._pod_uid
         self._set_in_sync(False)
         try:
-            pod = self._api.patch_pod(self.namespace, self.pod, wanted.patch(self.role_label))
+            pod = self._api.patch_pod(self.namespace, self.pod, wanted.patch(self.role_label, uid))
         except Exception as error:
             with self._cond:
                 self._force = self._force or force
-            self._failed("patch", "pods", self.pod, error)
+            failure = self._failed("patch", "pods", self.pod, error)
+            if failure.reason == "replaced":
+                with self._cond:
+                    self._replaced = True
+                    self._cond.notify_all()
+                return True  # nothing more to write, ever: the name is another pod's
             return False
         self._succeeded("patch")
         metadata = (pod or {}).get("metadata") or {}
@@ -455,7 +541,7 @@ class KubernetesPublisher:
                     return True
                 event, uid = self._events[0], self._pod_uid
             try:
-                self._api.create_event(self.namespace, self._event_body(event, uid))
+                self._post(event, uid)
             except Exception as error:
                 failure = self._failed("create", "events", None, error)
                 if not failure.permanent:
@@ -467,6 +553,32 @@ class KubernetesPublisher:
                 if self._events and self._events[0] is event:
                     self._events.popleft()
                 self._cond.notify_all()
+
+    def _post(self, event: PendingEvent, own_uid: str | None) -> None:
+        """Post `event`, or count it on the Event it repeats; the rate limit drops it."""
+        now = time.monotonic()
+        if event is not self._admitted:  # once per Event: its retries take no more tokens
+            if not self._limiter.allow(event, now):
+                self._metrics.publish_failed(PUBLISHER, "rate_limited")
+                log.debug("Event %s on pod %r dropped by the rate limit", event.reason, event.pod)
+                return
+            self._admitted = event
+        previous = self._limiter.repeat_of(event, now)
+        if previous is not None:
+            stamp = event.when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            try:
+                self._api.patch_event(self.namespace, previous.name,
+                                      {"count": previous.count + 1, "lastTimestamp": stamp})
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                # Gone (Events live an hour by default): post it afresh below.
+            else:
+                self._limiter.posted(event, previous.name, previous.count + 1, now)
+                return
+        body = self._event_body(event, own_uid)
+        self._api.create_event(self.namespace, body)
+        self._limiter.posted(event, body["metadata"]["name"], 1, now)
 
     def _event_body(self, event: PendingEvent, own_uid: str | None) -> dict[str, Any]:
         stamp = event.when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -512,7 +624,16 @@ class KubernetesPublisher:
             if failure.reason == "not_found" and resource == "pods" and known_uid:
                 # It was there (we wrote it): deleted, not misnamed.
                 message = (f"own pod {name!r} (uid {known_uid}) was deleted from namespace "
-                           f"{self.namespace!r}; retrying slowly until a pod of that name exists")
+                           f"{self.namespace!r}; retrying slowly until a pod of that name "
+                           "exists, which is then another pod: the labels are not written")
+            elif failure.reason == "replaced":
+                message = (f"own pod {name!r} (uid {known_uid}) was deleted and a new pod of "
+                           "that name made: no longer writing its role label (the new pod "
+                           "has a sidecar of its own)")
+            elif failure.reason == "forbidden" and resource == "pods":
+                message = (explain(failure, verb, resource, self.namespace, name)
+                           + f" (or {name!r} is beyond the chart's app.maxReplicas: not "
+                           "in the Role's resourceNames)")
             else:
                 message = explain(failure, verb, resource, self.namespace, name)
             log.log(level, "%s", message)

@@ -1,9 +1,10 @@
-"""The Kubernetes API as the sidecar needs it: four requests over the standard library.
+"""The Kubernetes API as the sidecar needs it: five requests over the standard library.
 
 Why not the `kubernetes` client: the sidecar sends a merge patch to its own pod, posts
-Events, reads its own pod (to tell a deletion from a watch that stopped matching) and (for
-`status --kubernetes`) lists its group's pods. Importing the client loads
-every generated model class, about 30 MB resident in a process that otherwise needs 30;
+Events (and patches the count of a repeated one), reads its own pod (to tell a deletion
+from a watch that stopped matching) and (for `status --kubernetes`, and to drop pods a
+relisted watch no longer shows) lists its group's pods. Importing the client loads every
+generated model class, about 30 MB resident in a process that otherwise needs 30;
 kopf already brings aiohttp for its watch, and `http.client` is in every Python. This
 module is the only place that speaks HTTP to the API server.
 
@@ -17,7 +18,10 @@ Where the credentials come from, in this order (as kubectl and client-go look):
    `username`/`password`). Exec and auth-provider plugins are not supported: a sidecar
    runs with a ServiceAccount.
 
-Guaranteed: every request has a connect and a read timeout; a failed request closes its
+Guaranteed: every request has a connect and a read timeout; the CA file
+(`certificate-authority`, in a pod `ca.crt`) is read again before a new connection once it
+changed (the kubelet rewrites the projected file when the cluster's CA rotates; a file
+that does not load keeps the previous CA until it does); a failed request closes its
 connection (the next one opens a fresh one); errors are `ApiError` (with the HTTP status)
 or `OSError`/`http.client.HTTPException` for the transport. A kept-alive connection that
 the server closed does not fail the next request: kube-apiserver closes a connection idle
@@ -205,7 +209,30 @@ class KubeApi:
         self._lock = threading.Lock()
         self._conn: http.client.HTTPConnection | None = None
         self._temporary: list[str] = []
+        self._ca_stamp = self._ca_file_stamp()
         self._context = self._ssl_context() if self._https else None
+
+    def _ca_file_stamp(self) -> tuple[int, int, int] | None:
+        """What tells a rewritten CA file: the kubelet swaps a symlink (a new inode), an
+        editor rewrites in place (a new mtime or size)."""
+        if not self.connection.ca_path:
+            return None
+        try:
+            stat = os.stat(self.connection.ca_path)
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _refresh_context(self) -> None:
+        """Before a new connection: the CA again if its file changed since it was loaded."""
+        stamp = self._ca_file_stamp()
+        if not self._https or stamp is None or stamp == self._ca_stamp:
+            return
+        try:
+            context = self._ssl_context()
+        except (OSError, ssl.SSLError, ValueError):
+            return  # half-written or broken: keep the CA we have, try again next time
+        self._context, self._ca_stamp = context, stamp
 
     def _ssl_context(self) -> ssl.SSLContext:
         c = self.connection
@@ -259,6 +286,7 @@ class KubeApi:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             connect, _read = self.timeout
+            self._refresh_context()
             if self._https:
                 self._conn = http.client.HTTPSConnection(
                     self._host, self._port, timeout=connect, context=self._context
@@ -328,7 +356,7 @@ class KubeApi:
             self._drop()
             raise
 
-    # -- the four requests of the sidecar -----------------------------------------------
+    # -- the requests of the sidecar -----------------------------------------------
 
     def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
         return self.request(
@@ -340,6 +368,13 @@ class KubeApi:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> Any:
         return self.request("POST", f"/api/v1/namespaces/{_q(namespace)}/events", event)
+
+    def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+        """A repeat of an Event already posted: its count and lastTimestamp."""
+        return self.request(
+            "PATCH", f"/api/v1/namespaces/{_q(namespace)}/events/{_q(name)}", patch,
+            MERGE_PATCH,
+        )
 
     def list_pods(self, namespace: str, label_selector: str) -> Any:
         return self.request(

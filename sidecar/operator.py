@@ -4,13 +4,16 @@ kopf runs in the sidecar's process, on a thread of its own with its own asyncio 
 its own `OperatorRegistry` and settings (so several sidecars can share a process), watching
 only the pods labelled `leader-election/name=<election>` in the own namespace. It:
 
-(a) restores the own role label when someone edits it (through the publisher, which owns
-    that label and its retries);
+(a) restores the own role label and the epoch and leader annotations when someone edits
+    them (through the publisher, which owns them and their retries);
 (b) while this candidate is the leader, relabels every other pod of the group that still
     says `leader` to `follower` and posts a `StaleLeaderLabel` Event on it; a pod whose
     epoch annotation is newer than ours is left alone (then *we* are the stale one);
-(c) on the annotation `leader-election/step-down` on the own pod: if leader, asks the
-    election to step down and posts `SteppedDown`; in any case removes the annotation;
+(c) on the annotation `leader-election/step-down` on the own pod: removes it, with the
+    pod's resourceVersion as a precondition (a second annotation written meanwhile makes
+    the removal a 409 and comes with the next event, so it is not lost); then, if leader,
+    asks the election to step down and posts `SteppedDown`. A removal that failed is
+    tried again on the next event, which does not step down twice for the same value;
 (d) once the own pod is marked for deletion (`deletionTimestamp`), or deleted at once
     (`--force --grace-period=0`), leaves the election at once (posting `LeavingOnDelete`):
     a successor takes over while the application drains, whatever order the kubelet stops
@@ -22,6 +25,14 @@ only the pods labelled `leader-election/name=<election>` in the own namespace. I
     stops matching the watch's label selector (its group label edited or removed), and
     such a pod, still there, stays in the election (the edit is logged; its labels are
     restored again once the group label is back).
+
+The group's pods are tracked by uid, not by name: a pod of the same name made after a
+forced delete replaces the old one, a late DELETED (or any late event) of an old uid
+changes nothing, and after every listing (kopf lists again after an outage or a 410, and
+sends no DELETED for a pod deleted meanwhile) the group is checked against a list of its
+pods, so that no ghost stays behind. The relabels of (b) that a change of the own pod
+calls for (a sweep) run on the relabel timer's thread, never in the own pod's handler,
+so that nothing delays the leave on deletion of (d).
 
 A relabel in (b) that fails for any reason but a conflict (409: the pod changed, and its
 newer version comes with the watch) or a 404 is tried again on a timer of its own, with
@@ -56,6 +67,7 @@ kubelet anyway); relabels while the pod is out of the watch's selector.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -70,6 +82,7 @@ from .config import Config, shown
 from .k8s import (
     EPOCH_ANNOTATION,
     GROUP_LABEL,
+    LEADER_ANNOTATION,
     STEP_DOWN_ANNOTATION,
     STEPPED_DOWN,
     Backoff,
@@ -95,23 +108,70 @@ SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value (up to 256 KiB) in an Ev
 CONFIRM_PAUSES = (0.2, 0.5, 1.0)  # between GETs of the own pod that failed, after a DELETED
 RELABEL_BACKOFF = (0.1, 3.0)  # base and cap, in seconds, as the publisher's
 RETRY_JOIN = 1.0  # for the relabel timer's thread to end on close
+RESYNC = "/resync"  # the timer's key for the check after a listing (no pod name has "/")
+RESYNC_DELAY = 1.0  # after the last listed pod: kopf's listing comes in chunks
+GONE_UIDS_KEPT = 256  # uids of deleted or replaced pods, to ignore their late events
 
 PodState = Literal["deleted", "deleting", "present", "unknown"]
 
 
+def _uid(body: Mapping[str, Any]) -> str:
+    metadata = body.get("metadata", {})
+    # Every pod has a uid; a body without one (a hand-made one) is known by its name.
+    return str(metadata.get("uid") or metadata.get("name", ""))
+
+
 @dataclasses.dataclass
 class _Group:
-    """The last seen labels and annotations of the group's pods (kopf's watch feeds it)."""
+    """The last seen labels and annotations of the group's pods (kopf's watch feeds it),
+    by uid: a name is reused by the next pod of a StatefulSet, a uid never is."""
 
     pods: dict[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    seen: dict[str, float] = dataclasses.field(default_factory=dict)  # uid -> monotonic
+    gone: collections.OrderedDict[str, None] = dataclasses.field(
+        default_factory=collections.OrderedDict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def update(self, name: str, body: Mapping[str, Any] | None) -> None:
+    def update(self, body: Mapping[str, Any], deleted: bool = False) -> bool:
+        """Record an event of `body`; False if it is a late one of a pod already gone."""
+        uid, name = _uid(body), body.get("metadata", {}).get("name", "")
         with self.lock:
-            if body is None:
-                self.pods.pop(name, None)
-            else:
-                self.pods[name] = body
+            if deleted:
+                # Not marked gone: a pod whose group label was edited is DELETED for the
+                # watch, and comes back (same uid) once the label is back.
+                self._remove(uid, gone=False)
+                return True
+            if uid in self.gone:
+                return False
+            for other in [u for u, b in self.pods.items()
+                          if u != uid and b.get("metadata", {}).get("name") == name]:
+                self._remove(other)  # the same name, another pod: the old one is gone
+            self.pods[uid] = body
+            self.seen[uid] = time.monotonic()
+            return True
+
+    def remove(self, body: Mapping[str, Any]) -> None:
+        with self.lock:
+            self._remove(_uid(body))
+
+    def prune(self, present: set[str], since: float) -> list[str]:
+        """Drop the pods a list made at `since` did not show and no event showed since:
+        pods deleted while the watch was away. Returns their names."""
+        with self.lock:
+            ghosts = [u for u in self.pods if u not in present and self.seen[u] < since]
+            names = [self.pods[u].get("metadata", {}).get("name", "") for u in ghosts]
+            for uid in ghosts:
+                self._remove(uid, gone=False)  # maybe only out of the selector
+            return names
+
+    def _remove(self, uid: str, gone: bool = True) -> None:
+        self.pods.pop(uid, None)
+        self.seen.pop(uid, None)
+        if not gone:
+            return
+        self.gone[uid] = None
+        while len(self.gone) > GONE_UIDS_KEPT:
+            self.gone.popitem(last=False)
 
     def snapshot(self) -> list[Mapping[str, Any]]:
         with self.lock:
@@ -119,7 +179,10 @@ class _Group:
 
     def get(self, name: str) -> Mapping[str, Any] | None:
         with self.lock:
-            return self.pods.get(name)
+            for body in self.pods.values():
+                if body.get("metadata", {}).get("name") == name:
+                    return body
+            return None
 
 
 class _RelabelTimer:
@@ -142,6 +205,14 @@ class _RelabelTimer:
                 return
             backoff = self._backoffs.setdefault(pod, Backoff(*RELABEL_BACKOFF))
             self._due[pod] = time.monotonic() + backoff.next_delay()
+            self._cond.notify_all()
+
+    def soon(self, pod: str, delay: float = 0.0) -> None:
+        """Try `pod` after `delay` (again: the newest call counts), not after a backoff."""
+        with self._cond:
+            if self._closed:
+                return
+            self._due[pod] = time.monotonic() + delay
             self._cond.notify_all()
 
     def forget(self, pod: str) -> None:
@@ -192,7 +263,8 @@ class Reconciler:
         self._api = core_api(config)
         self._left_on_delete = False
         self._relabel_logged: dict[str, str] = {}  # pod -> failure reason logged last
-        self._timer = _RelabelTimer(self._relabel_again, f"relabel-{config.identity}")
+        self._step_down_unremoved: str | None = None  # a handled value whose removal failed
+        self._timer = _RelabelTimer(self._on_timer, f"relabel-{config.identity}")
 
     def close(self) -> None:
         self._timer.close(RETRY_JOIN)
@@ -200,7 +272,12 @@ class Reconciler:
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any], patch: Any) -> None:
         name = body.get("metadata", {}).get("name", "")
-        self.group.update(name, None if event_type == "DELETED" else body)
+        if not self.group.update(body, deleted=event_type == "DELETED"):
+            log.debug("late event of pod %r (uid %s), deleted or replaced since: ignored",
+                      name, _uid(body))
+            return
+        if event_type is None:  # a listing: a relist may have missed a DELETED
+            self._timer.soon(RESYNC, RESYNC_DELAY)
         if event_type == "DELETED":
             if name == self.config.identity:
                 self.own_pod_gone(body)
@@ -223,8 +300,13 @@ class Reconciler:
         annotations = metadata.get("annotations") or {}
         if STEP_DOWN_ANNOTATION in annotations:
             self.step_down(body, annotations[STEP_DOWN_ANNOTATION], patch)
+        else:
+            self._step_down_unremoved = None
         status = self.control.current()
         label = (metadata.get("labels") or {}).get(self.config.role_label)
+        shown_now = (label, annotations.get(EPOCH_ANNOTATION), annotations.get(LEADER_ANNOTATION))
+        wanted = (status.role.value, None if status.epoch is None else str(status.epoch),
+                  status.leader)
         if label != status.role.value:
             log.info(
                 "role label of own pod is %r, the election says %r: restoring it",
@@ -232,6 +314,10 @@ class Reconciler:
                 status.role.value,
             )
             self.publisher.restore()  # its newest role: `status` may be older by now
+        elif shown_now != wanted:
+            log.info("annotations of own pod say epoch %r, leader %r, the election says %r, "
+                     "%r: restoring them", *shown_now[1:], *wanted[1:])
+            self.publisher.restore()
 
     def own_pod_gone(self, body: Mapping[str, Any]) -> None:
         """A DELETED of the own pod: deleted at once (`--force --grace-period=0`), or only
@@ -291,8 +377,14 @@ class Reconciler:
         )
 
     def step_down(self, body: Mapping[str, Any], value: str, patch: Any) -> None:
-        # kopf applies `patch` (a merge patch; None removes the key) to this pod after us.
-        patch.metadata.annotations[STEP_DOWN_ANNOTATION] = None
+        """Removed first, then acted on: the removal's precondition is the resourceVersion
+        of the pod as seen, which our own step-down's label change would move on."""
+        removed = self._remove_step_down(body)
+        if value == self._step_down_unremoved:
+            if removed:
+                self._step_down_unremoved = None
+            return  # the request already acted on, whose removal failed before
+        self._step_down_unremoved = None if removed else value
         status = self.control.current()
         if status.role is not Role.LEADER:
             log.info(
@@ -309,19 +401,36 @@ class Reconciler:
             "volunteering again at the back of the queue",
         )
 
+    def _remove_step_down(self, body: Mapping[str, Any]) -> bool:
+        """Remove the annotation from the pod as seen: a 409 means it changed since (maybe
+        a second annotation), and its next event shows it. True if removed."""
+        metadata = body.get("metadata", {})
+        patch: dict[str, Any] = {"metadata": {"annotations": {STEP_DOWN_ANNOTATION: None}}}
+        if metadata.get("resourceVersion"):
+            patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
+        try:
+            self._api.patch_pod(self.config.namespace or "default", self.config.identity, patch)
+        except Exception as error:
+            log.info("step-down annotation not removed yet (%s): again on the next event",
+                     classify(error).detail)
+            return False
+        return True
+
     def other_pod(self, body: Mapping[str, Any]) -> None:
         status = self.control.current()
         if status.role is Role.LEADER and self._claims_leader_wrongly(body, status.epoch):
             self.relabel(body, status.epoch)
 
     def sweep(self) -> None:
+        """Hand every stale leader label to the timer's thread: the own pod's handler, which
+        calls this, must not wait for API requests (it may have a deletion to act on)."""
         status = self.control.current()
         if status.role is not Role.LEADER:
             return
         for body in self.group.snapshot():
             name = body.get("metadata", {}).get("name")
             if name != self.config.identity and self._claims_leader_wrongly(body, status.epoch):
-                self.relabel(body, status.epoch)
+                self._timer.soon(name)
 
     def _claims_leader_wrongly(self, body: Mapping[str, Any], epoch: int | None) -> bool:
         metadata = body.get("metadata", {})
@@ -366,10 +475,13 @@ class Reconciler:
     def _relabel_failed(self, name: str, error: Exception) -> None:
         if isinstance(error, ApiError) and error.status in (404, 409):
             # 409: the pod changed since it was judged; its newer version comes with the
-            # watch and is judged then. 404: it is gone, and its label with it.
+            # watch and is judged then. 404: it is gone, and its label with it (and from
+            # the group: a ghost the watch never said DELETED of).
             log.debug("pod %r changed since it was judged, or is gone (%s): not relabelled",
                       name, error)
             self._timer.forget(name)
+            if error.status == 404 and (body := self.group.get(name)) is not None:
+                self.group.remove(body)
             return
         self._timer.later(name)
         reason = classify(error).reason
@@ -377,6 +489,30 @@ class Reconciler:
             self._relabel_logged[name] = reason
             log.warning("could not relabel stale leader pod %r: %s; trying again with backoff",
                         name, error)
+
+    def _on_timer(self, key: str) -> None:
+        if key == RESYNC:
+            self._resync()
+        else:
+            self._relabel_again(key)
+
+    def _resync(self) -> None:
+        """After a listing: drop the pods that no longer exist, which kopf sends no DELETED
+        of when its watch missed it. A failed list is tried again with backoff."""
+        since = time.monotonic()
+        try:
+            listed = self._api.list_pods(self.config.namespace or "default",
+                                         f"{GROUP_LABEL}={self.config.election}")
+        except Exception as error:
+            log.debug("listing the group's pods failed (%s): again with backoff", error)
+            self._timer.later(RESYNC)
+            return
+        self._timer.forget(RESYNC)
+        present = {_uid(pod) for pod in (listed or {}).get("items") or []}
+        ghosts = self.group.prune(present, since)
+        if ghosts:
+            log.info("pods %s are gone (deleted while the watch was away): forgotten",
+                     ", ".join(sorted(ghosts)))
 
     def _relabel_again(self, name: str) -> None:
         """The timer's try, judged afresh on the pod's newest known state."""
@@ -561,7 +697,12 @@ class _RefusalsWithoutTraceback(logging.Filter):
 
 
 _REFUSALS_WITHOUT_TRACEBACK = _RefusalsWithoutTraceback()
-KOPF_TASK_LOGGERS = ("kopf._core.reactor.running", "kopf._core.reactor.orchestration")
+# asyncio too: kopf's start-up scan (`_read_old_api`) can end with a LoginError no task
+# awaits any more (the operator gave up on the 401 meanwhile), which asyncio's "Task
+# exception was never retrieved" logs with its traceback. Only kopf's refusals lose it.
+KOPF_TASK_LOGGERS = (
+    "kopf._core.reactor.running", "kopf._core.reactor.orchestration", "asyncio",
+)
 
 
 def start_operator(

@@ -17,6 +17,13 @@ What this layer adds to kazoo, and why:
   nothing about the lease.
 - kazoo types stay here: callers see `NodeStat`, `SessionEvent` and the small exceptions
   below.
+- A connection attempt gets at most a third of the session timeout (`CONNECT_SHARE`), so a
+  session whose server died survives one attempt at a dead endpoint (a crashed node behind
+  the chart's one ClusterIP stays Ready for 40-50 s): kazoo gives the handshake the session
+  timeout divided by the number of addresses in the connect string, so a string of fewer
+  than three lists them again (`_connect_string`; each repeat is a fresh connection the
+  Service balances anew), and kazoo's TCP connect, which waits the whole session timeout,
+  is capped by a handler of our own (`_CappedConnectHandler`).
 
 Not guaranteed: callbacks (state listener and watches) run on kazoo's threads and must
 hand their work off at once; this module does not queue for them.
@@ -46,6 +53,7 @@ from kazoo.exceptions import (
     RolledBackError,
     SessionExpiredError,
 )
+from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import make_acl, make_digest_acl
@@ -60,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLATHER = 5  # kazoo's own log level below DEBUG
+CONNECT_SHARE = 3  # a connection attempt may take 1/CONNECT_SHARE of the session timeout
 
 
 class ZkError(Exception):
@@ -226,6 +235,39 @@ def parse_auth(zk_auth: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _connect_string(hosts: str) -> str:
+    """`hosts` with its addresses repeated until there are `CONNECT_SHARE` of them or more.
+
+    kazoo (protocol/connection.py, `_connect`) waits for the Connect reply, and for the
+    auth replies, the session timeout divided by `len(client.hosts)`: with one address,
+    the whole session timeout, so one attempt routed to a dead endpoint outlasts the
+    session. The connect string is kazoo's supported input; repeating an address is a
+    fresh try of it, which a ClusterIP sends to another endpoint most of the time."""
+    servers, slash, chroot = hosts.partition("/")
+    addresses = [address.strip() for address in servers.split(",") if address.strip()]
+    if not addresses or len(addresses) >= CONNECT_SHARE:
+        return hosts
+    repeats = -(-CONNECT_SHARE // len(addresses))  # ceiling division
+    return ",".join(addresses * repeats) + slash + chroot
+
+
+class _CappedConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler with the TCP connect capped at `cap` seconds: kazoo asks
+    for the whole session timeout (`_connect`: `timeout=client._session_timeout`), and a
+    SYN to a crashed node's address is never answered. `handler` is a documented argument
+    of KazooClient; `create_connection` is the one method we change."""
+
+    def __init__(self, cap: float) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        timeout = kwargs.get("timeout")
+        if timeout is not None:
+            kwargs["timeout"] = min(float(timeout), self.cap)
+        return super().create_connection(*args, **kwargs)
+
+
 def session_for(config: Config) -> ZkSession:
     """The session an election of `config` runs on, not started yet."""
     return ZkSession(config.zk_hosts, config.session_timeout, zk_auth=config.zk_auth)
@@ -278,8 +320,9 @@ class ZkSession:
             ]
             auth_data = [("digest", f"{auth[0]}:{auth[1]}")]
         self.client = KazooClient(
-            hosts=hosts,
+            hosts=_connect_string(hosts),
             timeout=session_timeout,
+            handler=_CappedConnectHandler(session_timeout / CONNECT_SHARE),
             connection_retry=KazooRetry(
                 max_tries=-1, delay=0.05, backoff=2, max_delay=2.0, max_jitter=0.2
             ),

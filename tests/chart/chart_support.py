@@ -151,9 +151,25 @@ def split_sources(stream: str) -> dict[str, str]:
     return rendered
 
 
+# Credentials for the renders without a cluster: the chart refuses to generate them where
+# it cannot read the cluster (test_chart_lifecycle.py), as Argo CD and Flux users do.
+OFFLINE_CREDENTIALS = "leader-sidecar:offline-render-credentials"
+
+
+def with_offline_credentials(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus zkAuth.credentials where the chart would otherwise generate them."""
+    zk_auth = values.get("zkAuth", {})
+    if (zk_auth.get("enabled", True) is False or zk_auth.get("credentials")
+            or zk_auth.get("existingSecret")):
+        return values
+    return {**values, "zkAuth": {**zk_auth, "credentials": OFFLINE_CREDENTIALS}}
+
+
 def render_for_cluster(values: dict[str, Any], kube_version: str) -> dict[str, str]:
     """`helm template` (tests included) for a cluster of `kube_version`, plus NOTES.txt
-    from `helm install --dry-run=client`, as path -> rendered text."""
+    from `helm install --dry-run=client`, as path -> rendered text (with
+    OFFLINE_CREDENTIALS where the values give none)."""
+    values = with_offline_credentials(values)
     version = f"v{kube_version.lstrip('v')}"
     common = (RELEASE, str(CHART_DIR), "--namespace", NAMESPACE)
     rendered = split_sources(helm("template", *common, "--kube-version", version, values=values))
@@ -165,7 +181,9 @@ def render_for_cluster(values: dict[str, Any], kube_version: str) -> dict[str, s
 
 
 def lint(values: dict[str, Any], kube_version: str | None = None) -> tuple[bool, str]:
-    """`helm lint --strict`: (passed, everything it printed)."""
+    """`helm lint --strict` (with OFFLINE_CREDENTIALS where the values give none):
+    (passed, everything it printed)."""
+    values = with_offline_credentials(values)
     args = ["lint", str(CHART_DIR), "--strict", "--namespace", NAMESPACE]
     if kube_version:
         args += ["--kube-version", f"v{kube_version.lstrip('v')}"]

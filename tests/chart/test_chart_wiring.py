@@ -7,7 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from chart_support import NAMESPACE, RELEASE, Manifests, env_of
+from chart_support import (
+    NAMESPACE,
+    NEWEST,
+    OFFLINE_CREDENTIALS,
+    OLDEST_NATIVE,
+    OLDEST_PLAIN,
+    RELEASE,
+    Manifests,
+    env_of,
+)
 
 ZK_DOMAIN = f"{NAMESPACE}.svc.cluster.local"
 
@@ -130,9 +139,30 @@ def test_zookeeper_heap_fits_its_memory_limit(default: Manifests) -> None:
     container = default.get("StatefulSet", f"{RELEASE}-zookeeper")["spec"]["template"]["spec"][
         "containers"
     ][0]
-    assert env_of(container)["JVMFLAGS"] == "-Xms256m -Xmx256m"
+    assert env_of(container)["JVMFLAGS"].startswith("-Xms256m -Xmx256m")
     limit = container["resources"]["limits"]["memory"]
     assert limit.endswith("Mi") and int(limit[:-2]) >= 256 * 1.5
+
+
+def test_zookeeper_writes_no_heap_dump_into_its_read_only_working_directory(
+    default: Manifests,
+) -> None:
+    # zkServer.sh starts the JVM with -XX:+HeapDumpOnOutOfMemoryError and no dump path:
+    # the dump would go to the image's working directory, on the read-only root filesystem.
+    # JVMFLAGS comes later on the command line, and the JVM's last flag wins.
+    container = default.get("StatefulSet", f"{RELEASE}-zookeeper")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert "-XX:-HeapDumpOnOutOfMemoryError" in env_of(container)["JVMFLAGS"].split()
+
+
+def test_sidecar_cpu_request_covers_its_liveness_timeout(default: Manifests) -> None:
+    # 20m gave the sidecar 2 % of a core under contention against a 3 s liveness timeout:
+    # a busy node could restart a healthy sidecar (and hand over the leadership).
+    sidecar = default.container("leader-sidecar")
+    cpu = sidecar["resources"]["requests"]["cpu"]
+    assert cpu.endswith("m") and int(cpu[:-1]) >= 50, cpu
+    assert "cpu" not in sidecar["resources"].get("limits", {}), "no CPU throttling"
 
 
 def test_zookeeper_writes_only_to_mounted_volumes(combination: Manifests) -> None:
@@ -158,6 +188,21 @@ def test_zookeeper_writes_only_to_mounted_volumes(combination: Manifests) -> Non
         assert not claims and "emptyDir" in volumes[mounts["/data"]]
 
 
+def test_zookeeper_servers_spread_over_nodes_by_default(default: Manifests) -> None:
+    # Never two servers on one node while the cluster has a node for each (a topology
+    # spread with maxSkew 1), yet all of them on a single-node cluster (kind, minikube).
+    zk = default.get("StatefulSet", f"{RELEASE}-zookeeper")
+    pod = zk["spec"]["template"]["spec"]
+    assert "affinity" not in pod
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["maxSkew"] == 1
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["labelSelector"]["matchLabels"] == zk["spec"]["selector"]["matchLabels"]
+    # Nodes the servers cannot run on (a tainted control plane) are no domain to fill.
+    assert spread["nodeTaintsPolicy"] == "Honor"
+
+
 @pytest.mark.parametrize(
     ("mode", "field"),
     [
@@ -170,6 +215,7 @@ def test_zookeeper_anti_affinity(
     mode: str, field: str | None, render: Callable[..., Manifests]
 ) -> None:
     zk = render({"zookeeper": {"antiAffinity": mode}}).get("StatefulSet", f"{RELEASE}-zookeeper")
+    assert "topologySpreadConstraints" not in zk["spec"]["template"]["spec"]
     affinity = zk["spec"]["template"]["spec"].get("affinity")
     if field is None:
         assert affinity is None
@@ -193,6 +239,23 @@ def test_pod_disruption_budgets_allow_one_pod_down(combination: Manifests) -> No
     if zk_values.get("enabled", True) and zk_values.get("pdb", {}).get("enabled", True):
         expected.add(f"{RELEASE}-zookeeper")
     assert set(budgets) == expected
+
+
+@pytest.mark.parametrize("version", [OLDEST_NATIVE, NEWEST])
+def test_pod_disruption_budgets_let_drains_evict_unhealthy_pods(
+    version: str, render: Callable[..., Manifests]
+) -> None:
+    # A ZooKeeper outage makes every pod NotReady: with the default policy both budgets
+    # then allow no disruption at all and block the drains that would repair it.
+    budgets = render({}, version).of_kind("PodDisruptionBudget")
+    assert len(budgets) == 2
+    for budget in budgets:
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # Kubernetes < 1.27 has no such field (beta, on by default, in 1.27).
+    for budget in render({"sidecar": {"native": False}}, OLDEST_PLAIN).of_kind(
+        "PodDisruptionBudget"
+    ):
+        assert "unhealthyPodEvictionPolicy" not in budget["spec"]
 
 
 def test_sidecar_environment_matches_the_pod(combination: Manifests) -> None:
@@ -276,7 +339,9 @@ def test_too_short_grace_period_is_refused(render: Callable[..., Manifests]) -> 
 
 def test_role_grants_exactly_what_the_sidecar_calls(combination: Manifests) -> None:
     (role,) = combination.of_kind("Role")
-    replicas = combination.values.get("app", {}).get("replicas", 3)
+    app = combination.values.get("app", {})
+    # Pods up to app.maxReplicas too: a pod added by `kubectl scale` must label itself.
+    replicas = max(app.get("replicas", 3), app.get("maxReplicas", 10))
     rules = sorted(
         (
             tuple(r["apiGroups"]),
@@ -332,13 +397,13 @@ def test_zk_auth_comes_from_a_secret(render: Callable[..., Manifests]) -> None:
     ref = env_of(existing.container("leader-sidecar"))["ZK_AUTH"]["secretKeyRef"]
     assert ref == {"name": "my-zk-creds", "key": "credentials"}
     assert not existing.of_kind("Secret")
-    # On by default, with credentials generated at install (kept across upgrades by
-    # `lookup`, which needs a cluster: tests/e2e checks that part).
+    # On by default, with credentials generated at install and kept across upgrades and
+    # reinstalls by `lookup`, which needs a cluster: test_chart_lifecycle.py checks that
+    # part, and that a render without a cluster refuses to generate them (the renders here
+    # give chart_support.OFFLINE_CREDENTIALS).
     default = render({})
     ref = env_of(default.container("leader-sidecar"))["ZK_AUTH"]["secretKeyRef"]
-    generated = default.get("Secret", ref["name"])["stringData"][ref["key"]]
-    user, _, password = generated.partition(":")
-    assert user == "leader-sidecar" and len(password) == 40 and password.isalnum()
+    assert default.get("Secret", ref["name"])["stringData"][ref["key"]] == OFFLINE_CREDENTIALS
     assert "ZK_AUTH" not in env_of(render({"zkAuth": {"enabled": False}}).container("leader-sidecar"))
 
 

@@ -240,3 +240,23 @@ def test_kind_down_deletes_the_cluster_only_if_it_exists(tmp_path: Path) -> None
 def test_fakes_are_executable() -> None:
     for fake in FAKES.iterdir():
         assert os.access(fake, os.X_OK), fake
+
+
+def test_dockerfile_says_it_needs_buildkit() -> None:
+    # `RUN --mount` is a BuildKit feature: the legacy builder stops with "the --mount
+    # option requires BuildKit", so the build instructions must say so.
+    text = (REPO / "Dockerfile").read_text()
+    assert any(k == "RUN" and a.startswith("--mount=") for k, a in dockerfile_instructions())
+    header = text.split("\nFROM", 1)[0]
+    assert "BuildKit" in header and "DOCKER_BUILDKIT=1" in header
+    assert "BuildKit" in (REPO / "docs" / "deployment.md").read_text()
+
+
+def test_docs_say_kindnet_enforces_network_policies() -> None:
+    # kindnet enforces NetworkPolicies since kind v0.24 (2024): the docs must not promise
+    # that a kind cluster ignores them.
+    for path in (REPO / "docs" / "security.md", REPO / "docs" / "deployment.md",
+                 CHART_DIR / "values.yaml"):
+        text = " ".join(path.read_text().split())
+        assert not re.search(r"kindnet[^.]{0,40}(does not|ignores)", text), path
+    assert "v0.24" in " ".join((REPO / "docs" / "security.md").read_text().split())

@@ -40,6 +40,55 @@ that the longest derived name, <fullname>-zookeeper-headless, stays a valid DNS 
 {{- default (printf "%s-zk-auth" (include "le.fullname" .)) .Values.zkAuth.existingSecret }}
 {{- end }}
 
+{{/*
+The digest credentials (user:password) the chart's Secret holds, resolved once per render
+(the Secret and the pods' checksum must see the same value): zkAuth.credentials when set,
+else the ones the Secret in the cluster already holds (kept on upgrades and, by
+helm.sh/resource-policy: keep, across an uninstall), else new ones. A new password locks
+the sidecars out of the election znodes made with the old one, so a render that cannot
+read the cluster (`lookup` returns nothing: helm template, --dry-run=client, Argo CD, Flux)
+and has no credentials given fails rather than invent some. The cluster is told apart by
+listing the namespace's Secrets: a cluster answers with a (possibly empty) list, no cluster
+with nothing at all; helm itself lists them to find its releases.
+*/}}
+{{- define "le.zkAuthCredentials" -}}
+{{- if not (hasKey .Values.zkAuth "resolvedCredentials") }}
+{{- $credentials := .Values.zkAuth.credentials }}
+{{- if not $credentials }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "le.zkAuthSecret" .) }}
+{{- $kept := index ($existing.data | default dict) .Values.zkAuth.secretKey | default "" }}
+{{- if $kept }}
+{{- $credentials = b64dec $kept }}
+{{- else if lookup "v1" "Secret" .Release.Namespace "" }}
+{{- $credentials = printf "leader-sidecar:%s" (randAlphaNum 40) }}
+{{- else }}
+{{- fail "zkAuth: this render cannot read the cluster (helm template, helm install --dry-run=client, Argo CD, Flux), so it cannot keep the generated ZooKeeper password, and a new one on each render locks the sidecars out of their election znodes: set zkAuth.credentials or zkAuth.existingSecret (see docs/security.md)" }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values.zkAuth "resolvedCredentials" $credentials }}
+{{- end }}
+{{- .Values.zkAuth.resolvedCredentials }}
+{{- end }}
+
+{{/*
+Checksum of the credentials, in the pod template so that the pods roll when they change:
+the chart's own credentials, or the data of zkAuth.existingSecret as the cluster holds it
+(its name and key where no cluster can be read).
+*/}}
+{{- define "le.zkAuthChecksum" -}}
+{{- if .Values.zkAuth.existingSecret }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.zkAuth.existingSecret }}
+{{- $data := index ($secret.data | default dict) .Values.zkAuth.secretKey | default "" }}
+{{- if $data }}
+{{- $data | sha256sum }}
+{{- else }}
+{{- printf "%s/%s" .Values.zkAuth.existingSecret .Values.zkAuth.secretKey | sha256sum }}
+{{- end }}
+{{- else }}
+{{- include "le.zkAuthCredentials" . | sha256sum }}
+{{- end }}
+{{- end }}
+
 {{/* Labels shared by every object; call with (dict "ctx" $ "component" "...") */}}
 {{- define "le.labels" -}}
 helm.sh/chart: {{ include "le.chart" .ctx }}
@@ -168,5 +217,20 @@ The same three files the kubelet would inject, at the same path the clients look
 {{- $stop := addf .Values.election.sessionTimeoutSeconds 10 }}
 {{- if lt (float64 .Values.app.terminationGracePeriodSeconds) $stop }}
 {{- fail (printf "app.terminationGracePeriodSeconds must be at least election.sessionTimeoutSeconds + 10 (%v) so that a stopping sidecar can leave the election before it is killed" $stop) }}
+{{- end }}
+{{- /*
+The ensemble's size is fixed for a release: every server's peer list (ZOO_SERVERS) is
+static and the pods restart in parallel, so old and new servers could each form a quorum
+of their own (a split ensemble). `lookup` reads the running StatefulSet (nothing without
+a cluster, or on a first install).
+*/}}
+{{- if .Values.zookeeper.enabled }}
+{{- $running := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "le.zkName" .) }}
+{{- if $running }}
+{{- $current := int ($running.spec.replicas | default 1) }}
+{{- if ne $current (int .Values.zookeeper.replicas) }}
+{{- fail (printf "zookeeper.replicas cannot change on a live release: the ensemble %s runs %d servers, and %d servers with a static peer list restarted in parallel can split into two quorums. Keep zookeeper.replicas=%d, or follow \"Changing the size of the ensemble\" in docs/deployment.md" (include "le.zkName" .) $current (int .Values.zookeeper.replicas) $current) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,227 @@
+"""What operators do to a release over its life (issue 24, items 4 and 7): render it
+without a cluster (`helm template`, Argo CD, Flux), uninstall and install it again over the
+ZooKeeper volumes that stay, and change the size of the ensemble on a live release.
+
+The renders use the real `helm` offline; the release tests use the real local control
+plane (fixture `cluster`): `helm install` without `--wait`, since only the objects the API
+server keeps matter here, not running pods.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from chart_support import CHART_DIR, RELEASE, HelmError, helm
+
+from sidecar.lab.cluster.control_plane import LocalCluster
+
+NO_CLUSTER_MESSAGE = "zkAuth.credentials or zkAuth.existingSecret"
+GIVEN = "sidecar:s3cret"
+
+
+def template(values: dict[str, Any]) -> str:
+    return helm("template", RELEASE, str(CHART_DIR), "--namespace", "leader-election",
+                values=values)
+
+
+def objects(stream: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+def app_annotations(stream: str) -> dict[str, str]:
+    (app,) = [o for o in objects(stream)
+              if o["kind"] == "StatefulSet" and o["metadata"]["name"] == RELEASE]
+    annotations: dict[str, str] = app["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+# --- item 4: renders without a cluster --------------------------------------------------
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_render_without_a_cluster_and_without_credentials_fails_clearly(attempt: int) -> None:
+    # Each render used to generate a new password (and the pods did not roll): sidecars
+    # with another password than the election's znodes get NoAuth, the group stays unknown.
+    with pytest.raises(HelmError) as raised:
+        template({})
+    message = str(raised.value)
+    assert NO_CLUSTER_MESSAGE in message and "helm template" in message, message
+    assert message.count("execution error") == 1, message
+
+
+@pytest.mark.parametrize(
+    "zk_auth",
+    [{"credentials": GIVEN}, {"existingSecret": "my-zk-creds"}, {"enabled": False}],
+    ids=["credentials", "existing-secret", "auth-off"],
+)
+def test_render_without_a_cluster_with_credentials_is_identical_each_time(
+    zk_auth: dict[str, Any],
+) -> None:
+    first, second = (template({"zkAuth": zk_auth}) for _ in range(2))
+    assert first == second
+
+
+def test_pods_roll_when_the_credentials_change() -> None:
+    # The checksum hashes the credentials themselves, not an empty value.
+    one = app_annotations(template({"zkAuth": {"credentials": GIVEN}}))["checksum/zk-auth"]
+    other = app_annotations(template({"zkAuth": {"credentials": "sidecar:other"}}))
+    assert one != other["checksum/zk-auth"]
+    assert one != hashlib.sha256(b"").hexdigest()
+    existing = app_annotations(template({"zkAuth": {"existingSecret": "my-zk-creds"}}))
+    assert "checksum/zk-auth" in existing
+
+
+def test_created_secret_is_kept_across_uninstall() -> None:
+    stream = template({"zkAuth": {"credentials": GIVEN}})
+    (secret,) = [o for o in objects(stream) if o["kind"] == "Secret"]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+# --- on the local control plane -----------------------------------------------------------
+
+
+class Release:
+    """One release of the chart in a namespace of its own, driven by the real helm."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.namespace = f"life-{uuid.uuid4().hex[:8]}"
+        self.name = "life"
+
+    def helm(self, *args: str, values: dict[str, Any] | None = None) -> str:
+        command = [self.cluster.tool("helm"), "--kubeconfig", str(self.cluster.kubeconfig),
+                   "--namespace", self.namespace, *args]
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as values_file:
+            if values is not None:  # `helm uninstall` takes no values
+                json.dump(values, values_file)
+                values_file.flush()
+                command += ["-f", values_file.name]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                                    check=False)
+        if result.returncode != 0:
+            raise HelmError(result.stderr.strip())
+        return result.stdout
+
+    def install(self, values: dict[str, Any] | None = None) -> str:
+        return self.helm("install", self.name, str(CHART_DIR), values=values or {})
+
+    def secret(self) -> dict[str, Any] | None:
+        out = self.cluster.kubectl("--namespace", self.namespace, "get", "secret",
+                                   f"{self.name}-zk-auth", "-o", "json", "--ignore-not-found")
+        return json.loads(out) if out.strip() else None
+
+    def checksum(self) -> str:
+        sts = json.loads(self.cluster.kubectl("--namespace", self.namespace, "get",
+                                              "statefulset", self.name, "-o", "json"))
+        annotations: dict[str, str] = sts["spec"]["template"]["metadata"]["annotations"]
+        return annotations["checksum/zk-auth"]
+
+    def password(self) -> str:
+        secret = self.secret()
+        assert secret is not None, "no credentials Secret"
+        return base64.b64decode(secret["data"]["credentials"]).decode()
+
+
+@pytest.fixture
+def release(cluster: LocalCluster) -> Iterator[Release]:
+    created = Release(cluster)
+    cluster.kubectl("create", "namespace", created.namespace)
+    try:
+        yield created
+    finally:
+        cluster.kubectl("delete", "namespace", created.namespace, "--wait=false",
+                        "--ignore-not-found", check=False)
+
+
+def test_reinstall_over_kept_volumes_keeps_the_password(release: Release) -> None:
+    release.install()
+    password = release.password()
+    user, _, secret = password.partition(":")
+    assert user == "leader-sidecar" and len(secret) == 40
+    # The pods roll when the credentials change: the checksum is the password's own.
+    assert release.checksum() == hashlib.sha256(password.encode()).hexdigest()
+    release.helm("upgrade", release.name, str(CHART_DIR), values={})
+    assert release.password() == password, "an upgrade changed the password"
+    # The password is resolved during the render only: it never lands in the values.
+    assert password not in release.helm("get", "values", release.name, "--all")
+    release.helm("uninstall", release.name)
+    # The ZooKeeper PVCs stay after an uninstall, and so do the election's znodes with the
+    # first password's ACL: the Secret must stay too.
+    assert release.secret() is not None, "helm uninstall deleted the credentials Secret"
+    release.install()
+    assert release.password() == password, "the reinstall generated another password"
+
+
+def test_zookeeper_replicas_cannot_change_on_a_live_release(release: Release) -> None:
+    release.install()
+    with pytest.raises(HelmError) as raised:
+        release.helm("upgrade", release.name, str(CHART_DIR),
+                     values={"zookeeper": {"replicas": 5}})
+    message = str(raised.value)
+    assert "zookeeper.replicas" in message and "docs/deployment.md" in message, message
+    sts = json.loads(release.cluster.kubectl(
+        "--namespace", release.namespace, "get", "statefulset", f"{release.name}-zookeeper",
+        "-o", "json"))
+    assert sts["spec"]["replicas"] == 3
+    # Any other upgrade goes through, and so does a render without a cluster.
+    release.helm("upgrade", release.name, str(CHART_DIR), values={"app": {"replicas": 2}})
+    assert template({"zkAuth": {"credentials": GIVEN}, "zookeeper": {"replicas": 5}})
+    # The documented procedure (docs/deployment.md): the ensemble rebuilt from scratch.
+    kubectl = release.cluster.kubectl
+    kubectl("--namespace", release.namespace, "delete", "statefulset",
+            f"{release.name}-zookeeper", "--wait")
+    kubectl("--namespace", release.namespace, "delete", "pvc", "-l",
+            f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=zookeeper")
+    release.helm("upgrade", release.name, str(CHART_DIR), "--reuse-values",
+                 "--set", "zookeeper.replicas=5")
+    sts = json.loads(kubectl("--namespace", release.namespace, "get", "statefulset",
+                             f"{release.name}-zookeeper", "-o", "json"))
+    assert sts["spec"]["replicas"] == 5
+
+
+def test_zookeeper_servers_spread_over_the_nodes_there_are(release: Release) -> None:
+    # The local control plane has two nodes for three servers: the default spread places
+    # them all (a hard anti-affinity would leave one Pending), one node carrying two.
+    # (No PVCs: the local control plane has no volume provisioner.)
+    release.install({"zookeeper": {"persistence": {"enabled": False}}})
+    selector = f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=zookeeper"
+
+    def placed() -> list[str]:
+        pods = json.loads(release.cluster.kubectl(
+            "--namespace", release.namespace, "get", "pods", "-l", selector, "-o", "json"))
+        return [p["spec"].get("nodeName", "") for p in pods["items"]]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (len(placed()) == 3 and all(placed())):
+        time.sleep(0.5)
+    nodes = placed()
+    assert len(nodes) == 3 and all(nodes), f"not every server was scheduled: {nodes}"
+    nodes_total = len(json.loads(release.cluster.kubectl("get", "nodes", "-o", "json"))["items"])
+    assert sorted(nodes.count(node) for node in set(nodes)) == (
+        [1, 1, 1] if nodes_total >= 3 else [1, 2])
+
+
+def test_first_install_into_a_namespace_helm_creates_generates_credentials(
+    cluster: LocalCluster,
+) -> None:
+    # `helm install --create-namespace` renders before the namespace exists: the list of
+    # its Secrets is empty, not absent, so the chart sees a cluster and generates them.
+    release = Release(cluster)
+    try:
+        release.helm("install", release.name, str(CHART_DIR), "--create-namespace",
+                     values={})
+        user, _, secret = release.password().partition(":")
+        assert user == "leader-sidecar" and len(secret) == 40
+    finally:
+        cluster.kubectl("delete", "namespace", release.namespace, "--wait=false",
+                        "--ignore-not-found", check=False)

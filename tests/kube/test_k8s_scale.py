@@ -1,0 +1,63 @@
+"""`kubectl scale` past the chart's `app.replicas` (issue 24, item 5): the chart's Role
+must let every pod the StatefulSet may grow to label itself, else a new pod that wins
+leads with no `leader` label and the leader Service is empty."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cluster_support import RELEASE, wait_until
+from k8s_doubles import ELECTION, status
+
+from sidecar.k8s import GROUP_LABEL
+from sidecar.state import Role
+
+
+def _statefulset(replicas: int) -> dict[str, Any]:
+    """The chart's app StatefulSet as far as names go (`app-0`, `app-1`, ...), with the
+    pause image on the lab's kwok nodes (what the tests' pods run)."""
+    labels = {GROUP_LABEL: ELECTION, "app": "demo"}
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": RELEASE},
+        "spec": {
+            "replicas": replicas, "serviceName": RELEASE,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": RELEASE,
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "app", "image": "registry.k8s.io/pause:3.10",
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]}},
+                    }],
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
+                                     "effect": "NoSchedule"}],
+                },
+            },
+        },
+    }
+
+
+def test_a_pod_added_by_kubectl_scale_can_label_itself(kube_ns, kube_config, make_publisher):
+    kube_ns.cluster.kubectl("apply", "-n", kube_ns.namespace, "-f", "-",
+                            input=json.dumps(_statefulset(kube_ns.replicas)))
+    kube_ns.cluster.kubectl("scale", "-n", kube_ns.namespace, f"statefulset/{RELEASE}",
+                            f"--replicas={kube_ns.replicas + 2}")
+    newest = f"{RELEASE}-{kube_ns.replicas + 1}"
+    wait_until(lambda: newest in {p["metadata"]["name"] for p in kube_ns.pods()}, timeout=60,
+               message=f"{newest} created by the StatefulSet controller")
+
+    publisher, sync, _ = make_publisher(kube_config(newest))
+    publisher.publish(status(newest, Role.LEADER, epoch=7))
+
+    assert publisher.flush(10), "the publisher could not write the new pod's label"
+    assert kube_ns.labels(newest).get("role") == "leader"
+    assert sync.last is True
