@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABEL_WAIT_ON_STOP = 2.0
+ZK_REFUSED = "ZooKeeperRefused"  # the Event of a NoAuth on the group's own znodes
 FACES_AFTER_AT_MOST = 1.0  # seconds the HTTP face and the operator wait for a first verdict
 
 
@@ -169,6 +170,12 @@ class Sidecar:
         except KubernetesConfigError as error:
             raise ConfigError(str(error)) from None
         self.board.add_publisher(self.kubernetes)
+        publisher = self.kubernetes
+        # NoAuth on the group's own znodes (a new zkAuth password over the old ACL, say)
+        # keeps every pod `unknown`: say so where `kubectl describe pod` shows it.
+        self.election.worker.on_refused = lambda line: publisher.post_event(
+            ZK_REFUSED, line, type="Warning"
+        )
 
     def _start_operator(self) -> None:
         if self.kubernetes is None:

@@ -80,6 +80,9 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         self.next_tick = 0.0  # monotonic instant of the next tick
         self._refused = False  # ZooKeeper answered NoAuth; logged once until a verdict
+        # Told the one line of a refusal, once per refusal (the runner posts it as a
+        # Kubernetes Event); it must return at once.
+        self.on_refused: Callable[[str], None] = lambda _: None
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -144,9 +147,14 @@ class Worker:
         if isinstance(error, NotAuthorized):
             # Retrying cannot help until someone changes an ACL: one line, slower retries.
             if not self._refused:
-                log.error("ZooKeeper refused access to %s: %s (check --zk-auth and the ACL "
-                          "of the election's znodes); retrying every %gs", self._path, error,
-                          REFUSED_BACKOFF)
+                line = (f"ZooKeeper refused access to {self._path}: {error} (check --zk-auth "
+                        f"and the ACL of the election's znodes); retrying every "
+                        f"{REFUSED_BACKOFF:g}s")
+                log.error("%s", line)
+                try:
+                    self.on_refused(line)
+                except Exception:  # telling it must not stop the worker
+                    log.debug("reporting the refusal failed", exc_info=True)
             self._refused = True
             self.next_tick = time.monotonic() + REFUSED_BACKOFF
             return

@@ -294,3 +294,39 @@ def test_garbage_token_from_the_start(
     token_file.write_text(kube_ns.token())
     assert wait_for(lambda: _labels_follow(kube_ns, members), API_SLACK)
     assert_survived(*members)
+
+
+# --- h. a new password over the old ACL (issue 24, item 4) -----------------------------------
+
+
+def test_refused_by_zookeeper_says_so_in_an_event(
+    ensemble: Ensemble, group: Group, kube_ns: KubeNamespace
+) -> None:
+    """The election's znodes carry the ACL of an earlier password (a reinstall that made
+    new credentials): every sidecar gets NoAuth and stays `unknown`. Each says so in one
+    line and in a Warning Event on its pod, where `kubectl describe pod` shows it."""
+    from kazoo.client import KazooClient
+    from kazoo.security import make_acl, make_digest_acl
+
+    parent = f"/acl-{group.election}"
+    earlier = KazooClient(hosts=ensemble.connect_string, auth_data=[("digest", "old:pw")])
+    earlier.start(timeout=10)
+    try:
+        earlier.create(f"{parent}/{group.election}", b"", makepath=True, acl=[
+            make_digest_acl("old", "pw", all=True), make_acl("world", "anyone", read=True)])
+        kube_ns.add_pod("app-0", {GROUP_LABEL: group.election, "app": "demo"})
+        (member,) = group.spawn(
+            ensemble.connect_string, kubeconfig=Path(kube_ns.kubeconfig_path),
+            namespace=kube_ns.namespace,
+            extra_args=("--zk-auth", "new:pw", "--election-parent", parent),
+        )
+        assert wait_for(lambda: "ZooKeeperRefused" in kube_ns.reasons("app-0"), API_SLACK)
+        assert member.role() == "unknown"
+        assert member.log_text().count("refused access") == 1, "one line, no log storm"
+        (event,) = kube_ns.events("app-0", reason="ZooKeeperRefused")
+        assert event["type"] == "Warning"
+        assert parent in event["message"] and "--zk-auth" in event["message"]
+        assert_survived(member)
+    finally:
+        earlier.stop()
+        earlier.close()
