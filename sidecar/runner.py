@@ -51,6 +51,10 @@ FACES_AFTER_AT_MOST = 1.0  # seconds the HTTP face and the operator wait for a f
 
 
 def listen(host: str, port: int) -> socket.socket:
+    """`0.0.0.0` (the default: every address) is every IPv6 address too where the host has
+    both stacks: a pod of an IPv6 or dual-stack cluster is probed and scraped on IPv6."""
+    if host == "0.0.0.0" and socket.has_dualstack_ipv6():
+        return socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family)
 

@@ -174,6 +174,8 @@ def test_http_endpoints_and_leave(ensemble: Ensemble, group: Group) -> None:
     assert wait_for(lambda: master in _get(port, "/metrics")[1].decode(), SLACK)
     text = _get(port, "/metrics")[1].decode()
     assert "leader_sidecar_zk_negotiated_session_timeout_seconds 2.0" in text
+    if socket.has_dualstack_ipv6():  # the default host is every address, IPv6 too
+        assert _get(port, "/healthz", host="[::1]")[0] == 200
     assert "leader_sidecar_epoch" in text
     assert "leader_sidecar_publish_seconds_bucket" in text
     (other,) = group.spawn(ensemble.connect_string)
