@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import kubernetes
-
 from cluster_support import RELEASE, wait_until
 from k8s_doubles import ELECTION, status
 
