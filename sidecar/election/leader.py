@@ -24,6 +24,7 @@ Not thread-safe: the election's worker thread is its only caller.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 
@@ -108,11 +109,8 @@ class Leader:
         that lease has already run out (a stall or a freeze since its anchor: `lease` 4.)."""
         assert self.candidacy.node is not None
         standing = self.standing
-        expires = lease.monotonic_to_wall(deadline)
-        if deadline <= time.monotonic():
-            log.warning("lease on this anchor ran out before it was published (the process "
-                        "stalled); not leading on it")
-            self._lease_ran_out(token)
+        expires = self._publishable(token, deadline, "not leading on it")
+        if expires is None:
             return False
         standing.no_predecessor()
         standing.lease_deadline = deadline
@@ -149,11 +147,8 @@ class Leader:
             return True
         deadline = self.anchored_deadline()
         if deadline is not None:
-            expires = lease.monotonic_to_wall(deadline)
-            if deadline <= time.monotonic():
-                log.warning("lease ran out while it was renewed (the process stalled); no "
-                            "longer leader")
-                self._lease_ran_out(token)
+            expires = self._publishable(token, deadline, "no longer leader")
+            if expires is None:
                 return True
             self.standing.lease_deadline = deadline
             if not self.board.renew(token, expires):
@@ -161,10 +156,18 @@ class Leader:
         self._schedule_renewal()
         return False
 
-    def _lease_ran_out(self, token: int) -> None:
-        """Whatever lease the board still shows has ended: withdraw it (`lease` 4.)."""
+    def _publishable(self, token: int, deadline: float, outcome: str) -> dt.datetime | None:
+        """`deadline` as wall-clock time (`lease` 4.), or None if that lease has already
+        run out (a stall or a freeze since its anchor): then whatever lease the board
+        still shows is withdrawn, and nothing is published."""
+        expires = lease.monotonic_to_wall(deadline)
+        if deadline > time.monotonic():
+            return expires
+        log.warning("lease on this anchor ran out before it was published (the process "
+                    "stalled); %s", outcome)
         self.standing.leading = False
         self.board.expire_lease(token)
+        return None
 
     def resign(self) -> bool:
         """Step down: demote, delete the own znode. True if it did: the caller volunteers
