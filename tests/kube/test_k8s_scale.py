@@ -12,6 +12,7 @@ from cluster_support import RELEASE, wait_until
 from k8s_doubles import ELECTION, status
 
 from sidecar.k8s import GROUP_LABEL
+from sidecar.lab.cluster.namespace import pod_spec
 from sidecar.state import Role
 
 
@@ -26,23 +27,7 @@ def _statefulset(replicas: int) -> dict[str, Any]:
             "replicas": replicas, "serviceName": RELEASE,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": RELEASE,
-                    "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "app", "image": "registry.k8s.io/pause:3.10",
-                        "securityContext": {"allowPrivilegeEscalation": False,
-                                            "capabilities": {"drop": ["ALL"]}},
-                    }],
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
-                                     "effect": "NoSchedule"}],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec()},
         },
     }
 

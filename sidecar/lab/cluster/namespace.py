@@ -145,25 +145,7 @@ class KubeNamespace:
     # --- as a person with kubectl --------------------------------------------------------
 
     def add_pod(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {
-            "metadata": {"name": name, "labels": dict(labels or {})},
-            "spec": {
-                # The chart's account, as the chart's pods have: admission needs the account
-                # to exist, and `default` appears only when the controller-manager gets to it.
-                "serviceAccountName": RELEASE,
-                "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "app", "image": "registry.k8s.io/pause:3.10",
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "capabilities": {"drop": ["ALL"]}},
-                }],
-                "nodeSelector": {"type": "kwok"},
-                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
-                                 "effect": "NoSchedule"}],
-            },
-        }
+        body = {"metadata": {"name": name, "labels": dict(labels or {})}, "spec": pod_spec()}
         return self._dict(self.core.create_namespaced_pod(self.namespace, body))
 
     def patch_pod(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +274,26 @@ class KubeNamespace:
                     resource is None or record.resource == resource):
                 records.append(record)
         return records
+
+
+def pod_spec() -> dict[str, Any]:
+    """The spec of the tests' pods: a pause container on the lab's kwok nodes, meeting the
+    `restricted` profile, under the chart's ServiceAccount (admission needs the account to
+    exist, and `default` appears only when the controller-manager gets to it)."""
+    return {
+        "serviceAccountName": RELEASE,
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "app", "image": "registry.k8s.io/pause:3.10",
+            "securityContext": {"allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]}},
+        }],
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
+                         "effect": "NoSchedule"}],
+    }
 
 
 def wait_until(
