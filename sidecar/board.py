@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITE_RETRY_SECONDS = 0.5
+BARRIER_SECONDS = 0.5  # the most a demotion waits for a publisher's write in flight
 
 
 class StatusBoard:
@@ -57,6 +58,7 @@ class StatusBoard:
         self._files = files
         self._metrics = metrics
         self._publishers = list(publishers)
+        self._barriers: list[Callable[[float], bool]] = []
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()  # one writer of the files at a time
         self._version = 0
@@ -85,6 +87,12 @@ class StatusBoard:
     def add_publisher(self, publisher: Publisher) -> None:
         with self._cond:
             self._publishers.append(publisher)
+
+    def add_demotion_barrier(self, barrier: Callable[[float], bool]) -> None:
+        """`barrier(timeout)` is waited for by `wait_demoted`, after the files: the Kubernetes
+        publisher's demoted label, before a successor may take over."""
+        with self._cond:
+            self._barriers.append(barrier)
 
     def _set(self, status: RoleStatus) -> None:
         """Caller holds the lock."""
@@ -199,7 +207,8 @@ class StatusBoard:
             )
 
     def wait_demoted(self, timeout: float) -> None:
-        """Wait until the files say the newest (demoted) role. If they cannot be written in
+        """Wait until the files say the newest (demoted) role, then for the demotion
+        barriers (at most `BARRIER_SECONDS` each). If the files cannot be written in
         time, wait until every lease they may still show has run out: only then may the
         caller let a successor take over (delete the znode, close the session)."""
         if self._write_lock.acquire(timeout=timeout):
@@ -207,7 +216,17 @@ class StatusBoard:
                 self._write_pending()
             finally:
                 self._write_lock.release()
-        if self.wait_written(timeout):
+        written = self.wait_written(timeout)
+        with self._cond:
+            barriers = list(self._barriers)
+        for barrier in barriers:
+            try:
+                if not barrier(BARRIER_SECONDS):
+                    log.warning("the demotion is not on the pod's label after %gs; the "
+                                "successor takes over regardless", BARRIER_SECONDS)
+            except Exception:  # a publisher's bug must not keep the znode
+                log.exception("demotion barrier %r failed", barrier)
+        if written:
             return
         with self._cond:
             latest = self._latest_lease

@@ -32,7 +32,7 @@ from typing import TextIO
 from .demo import DemoStopped, _stop_signals, ignore_stop_signals
 from .lab.cluster import binaries
 from .lab.cluster.control_plane import ClusterError, LocalCluster
-from .lab.cluster.failover import ACTIONS, Failover, Observer, fail_over
+from .lab.cluster.failover import ACTIONS, Failover, fail_over, watch_release
 from .lab.cluster.release import ChartRelease
 from .lab.ensemble import Ensemble, EnsembleError
 
@@ -74,8 +74,8 @@ class ClusterDemo:
         leader = release.wait_settled(60)
         self.say(f"installed and settled in {time.monotonic() - started:.1f} s; "
                  f"leader {leader}\n")
-        observer = Observer(release)
-        self.stack.callback(observer.close)
+        watch = watch_release(release)
+        self.stack.callback(watch.close)
         self.show(release)
         number = 0
         while not self.args.rounds or number < self.args.rounds:
@@ -83,7 +83,7 @@ class ClusterDemo:
             action = ACTIONS[number % len(ACTIONS)]
             number += 1
             self.say(f"round {number}: {self.describe(action, release)}")
-            failover = fail_over(release, observer, action)
+            failover = fail_over(release, watch, action)
             self.failovers.append(failover)
             self.say(f"  {failover.old} -> {failover.new}: labelled leader after "
                      f"{self.ms(failover.seconds['labelled'])}, leader Service on it after "

@@ -142,6 +142,7 @@ def sidecar_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]
 def control_routes(sidecar: Sidecar) -> tuple[dict[str, Route], dict[str, Route]]:
     """The routes of the control socket: POST only."""
     def leave(handler: _Handler) -> None:
+        log.info("leave asked through the control socket (the preStop hook)")
         sidecar.leave()
         handler._json(202, {"left": True})
 

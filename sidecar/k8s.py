@@ -57,7 +57,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import Config
@@ -67,6 +67,7 @@ from .kubeapi import (
     KubeApi,
     load_connection,
 )
+from .labelgate import Gate, LeaderLabelGate
 from .metrics import Metrics
 from .state import Role, RoleStatus
 
@@ -77,12 +78,19 @@ EPOCH_ANNOTATION = "leader-election/epoch"
 LEADER_ANNOTATION = "leader-election/leader"
 STEP_DOWN_ANNOTATION = "leader-election/step-down"
 ELECTED, DEMOTED, STEPPED_DOWN = "Elected", "Demoted", "SteppedDown"
+STALE_LEADER = "StaleLeaderLabel"  # another pod's leader label, relabelled to follower
 COMPONENT = "leader-sidecar"
 PUBLISHER = "kubernetes"  # the `publisher` label value of the shared metrics
 MAX_PENDING_EVENTS = 32
 # client-go's EventCorrelator: repeats within 10 minutes are counted on one Event; a
 # token bucket per involved object of 25, refilled one per 5 minutes.
 AGGREGATE_WINDOW = 600.0
+# A handover's burst of API requests is the leaders' label patches only: a change of the
+# annotations alone (a follower learning the new leader) and Events wait this long, and
+# go as one request each when a burst of changes came meanwhile. The API server of a
+# small cluster answers a lone patch in a few ms and the same patch in tens of ms when a
+# dozen others arrive with it (measured on the local control plane: docs/benchmarks.md).
+DEFER_SECONDS = 0.25
 SPAM_BURST = 25
 SPAM_REFILL = 300.0
 
@@ -220,6 +228,11 @@ class Wanted:
     def of(cls, status: RoleStatus) -> Wanted:
         return cls(status.role, status.epoch, status.leader)
 
+    def shown(self) -> tuple[str, str | None, str | None]:
+        """(role label, epoch annotation, leader annotation) as the pod shows them."""
+        return (self.role.value, str(self.epoch) if self.epoch is not None else None,
+                self.leader)
+
     def patch(self, role_label: str, uid: str | None = None) -> dict[str, Any]:
         """The merge patch; with `uid`, a precondition: only the pod of that uid."""
         metadata: dict[str, Any] = {
@@ -287,6 +300,7 @@ class PendingEvent:
     when: dt.datetime
     pod: str  # the involved pod (the own pod unless the operator names another)
     uid: str | None = None
+    queued: float = dataclasses.field(default_factory=time.monotonic, compare=False)
 
 
 class KubernetesPublisher:
@@ -330,8 +344,16 @@ class KubernetesPublisher:
         self._busy = False
         self._pod_uid: str | None = None
         self._replaced = False  # the own pod's name now belongs to another pod (uid)
+        self._lease: dt.datetime | None = None  # of the newest status, when it says leader
+        self._writing: Role | None = None  # the role of the own-pod patch in flight
+        self._deferred_until: float | None = None  # when deferred work is due (monotonic)
+        self._flushing = False  # stopping: nothing is deferred any more
+        self._patch_failing = False  # the last patch of the own pod failed
         # Touched by the worker thread only.
         self._limiter = EventLimiter()
+        self._gate = LeaderLabelGate(self._api, self.namespace, self.pod,
+                                     f"{GROUP_LABEL}={self.election}", self.role_label,
+                                     EPOCH_ANNOTATION)
         self._admitted: PendingEvent | None = None  # let through the rate limit, not posted yet
         self._in_sync: bool | None = None
         self._logged: dict[str, str | None] = {}  # operation -> reason last logged
@@ -348,6 +370,7 @@ class KubernetesPublisher:
                 if self._stopping:
                     return
                 self._record_transition(status)
+                self._lease = status.lease_expires if status.role is Role.LEADER else None
                 self._set_wanted(Wanted.of(status))
         except Exception:  # the contract: never raise into the election
             log.exception("Kubernetes publisher: dropping a status it could not record")
@@ -380,16 +403,23 @@ class KubernetesPublisher:
                 self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the newest status is on the pod and the queued Events are posted.
-        False on timeout (the API is down or forbidden): the caller goes on regardless."""
+        """Wait until the newest status is on the pod and the queued Events are posted,
+        deferring nothing meanwhile. False on timeout (the API is down or forbidden): the
+        caller goes on regardless."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._settled():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping:
-                    return self._settled()
-                self._cond.wait(remaining)
-            return True
+            self._flushing = True
+            self._wake = True
+            self._cond.notify_all()
+            try:
+                while not self._settled():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stopping:
+                        return self._settled()
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._flushing = False
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the worker and wait for it; bounded by one request timeout (a request in
@@ -404,6 +434,41 @@ class KubernetesPublisher:
             return False
         self._api.close()
         return True
+
+    def use_known_pods(self, source: Callable[[], list[Mapping[str, Any]] | None] | None) -> None:
+        """Lend the gate the group's pods as the operator's watch shows them (None: the
+        operator stopped; the gate lists them itself again)."""
+        self._gate.known_pods = source
+
+    def written(self) -> Wanted | None:
+        """What the last successful patch put on the own pod (None before the first)."""
+        with self._cond:
+            return self._written
+
+    def wait_label_demoted(self, timeout: float) -> bool:
+        """Wait (bounded) until the own pod's label no longer says leader: the demotion has
+        reached this publisher, no `leader` patch is in flight (none is sent after it: each
+        is checked against the newest status just before it goes), and the patch of the
+        new role was answered. A leaving or stepping-down leader waits for this (through
+        the status board) before its znode goes, so that its successor finds the label
+        off already and labels itself at once (sidecar/labelgate.py); one API round trip
+        on the way to the successor. While the own-pod patches are failing (the API
+        away), only a `leader` patch in flight is waited for: a dead API must not hold the
+        handover. False if the bound ran out."""
+        def demoted() -> bool:
+            if self._stopping or self._replaced:
+                return True
+            if self._wanted is not None and self._wanted.role is Role.LEADER:
+                return False
+            if self._writing is Role.LEADER:
+                return False
+            written_leader = self._written is not None and self._written.role is Role.LEADER
+            return not written_leader or self._patch_failing
+
+        with self._cond:
+            self._wake = True  # nothing deferred on the way
+            self._cond.notify_all()
+            return self._cond.wait_for(demoted, timeout)
 
     @property
     def label_in_sync(self) -> bool | None:
@@ -474,14 +539,17 @@ class KubernetesPublisher:
         delay = 0.0
         while True:
             with self._cond:
-                deadline = time.monotonic() + delay if delay else None
-                while not self._stopping and not (self._wake or (deadline and self._due(deadline))):
-                    self._cond.wait(
-                        None if deadline is None else max(0.0, deadline - time.monotonic())
-                    )
+                retry_at = time.monotonic() + delay if delay else None
+                while not self._stopping and not self._wake:
+                    due = min((t for t in (retry_at, self._deferred_until) if t is not None),
+                              default=None)
+                    if due is not None and self._due(due):
+                        break
+                    self._cond.wait(None if due is None else max(0.0, due - time.monotonic()))
                 if self._stopping:
                     return
                 self._wake = False
+                self._deferred_until = None
                 self._busy = True
             try:
                 ok = self._write_label() and self._post_events()
@@ -504,13 +572,26 @@ class KubernetesPublisher:
             wanted, since, force = self._wanted, self._wanted_since, self._force
             if self._replaced or wanted is None or (wanted == self._written and not force):
                 return True
-            self._force = False
+            if self._defer_annotations(wanted, since, force):
+                return True
             uid = self._pod_uid
+        if wanted.role is Role.LEADER and not self._may_label_leader(wanted):
+            return False  # tried again after a backoff, or sooner with a newer status
+        with self._cond:
+            if wanted != self._wanted:
+                return True  # a newer status arrived meanwhile (it woke the worker)
+            if wanted.role is Role.LEADER and not self._lease_left():
+                return False  # the lease ran out meanwhile: its demotion is on the way
+            self._force = False
+            self._writing = wanted.role
         self._set_in_sync(False)
         try:
             pod = self._api.patch_pod(self.namespace, self.pod, wanted.patch(self.role_label, uid))
         except Exception as error:
             with self._cond:
+                self._writing = None
+                self._patch_failing = True
+                self._cond.notify_all()
                 self._force = self._force or force
             failure = self._failed("patch", "pods", self.pod, error)
             if failure.reason == "replaced":
@@ -523,6 +604,8 @@ class KubernetesPublisher:
         metadata = (pod or {}).get("metadata") or {}
         labels = metadata.get("labels") or {}
         with self._cond:
+            self._writing = None
+            self._patch_failing = False
             self._written = wanted
             self._pod_uid = metadata.get("uid")
             current = self._wanted == wanted and not self._force
@@ -534,10 +617,60 @@ class KubernetesPublisher:
         self._set_in_sync(current and labels.get(self.role_label) == wanted.role.value)
         return True
 
+    def _defer_annotations(self, wanted: Wanted, since: float | None, force: bool) -> bool:
+        """Caller holds the lock: a change of the annotations alone waits `DEFER_SECONDS`
+        from the first status not yet written (True: not now; the loop comes back)."""
+        same_role = self._written is not None and self._written.role is wanted.role
+        if force or self._flushing or not same_role or since is None:
+            return False
+        due = since + DEFER_SECONDS
+        if time.monotonic() >= due:
+            return False
+        self._defer(due)
+        return True
+
+    def _defer(self, due: float) -> None:
+        """Caller holds the lock: come back at monotonic `due` at the latest."""
+        if self._deferred_until is None or due < self._deferred_until:
+            self._deferred_until = due
+
+    def _may_label_leader(self, wanted: Wanted) -> bool:
+        """The lease holds and no other pod of the group says leader any more
+        (sidecar/labelgate.py); False to try again later."""
+        with self._cond:
+            if not self._lease_left():
+                return False  # a demotion is on its way (or a renewal, which re-checks)
+        outcome = self._gate.clear(wanted.epoch)
+        for name, uid, theirs in self._gate.relabelled:
+            # Its own sidecar did not take it off (crashed, frozen, cut off from the API).
+            self.post_event(
+                STALE_LEADER,
+                f"role label said leader (epoch {theirs}), but {self.pod!r} is the leader "
+                f"of election {self.election!r} (epoch {wanted.epoch}): relabelled to "
+                "follower before labelling the new leader",
+                type="Warning", pod=name, uid=uid)
+        if outcome is Gate.FAILED and self._gate.error is not None:
+            self._failed(self._gate.verb, "pods", self._gate.failed_pod, self._gate.error)
+        elif outcome is Gate.CLEAR:
+            self._succeeded("list")
+        return outcome is Gate.CLEAR
+
+    def _lease_left(self) -> bool:
+        """Caller holds the lock: the newest leader status's lease has not run out."""
+        return self._lease is not None and self._lease > dt.datetime.now(dt.UTC)
+
     def _post_events(self) -> bool:
         while True:
             with self._cond:
                 if not self._events or self._stopping:
+                    return True
+                if not self._replaced and (self._wanted != self._written or self._force):
+                    if self._deferred_until is None:
+                        self._wake = True  # the label first: Events wait one request more
+                    return True
+                due = self._events[0].queued + DEFER_SECONDS
+                if not self._flushing and time.monotonic() < due:
+                    self._defer(due)
                     return True
                 event, uid = self._events[0], self._pod_uid
             try:

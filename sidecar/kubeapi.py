@@ -61,6 +61,7 @@ import yaml
 from .config import ConfigError, parse_int, shown
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 # How a connection the server closed fails a request written on it before any byte of a
 # reply came back: RemoteDisconnected (a ConnectionResetError), a reset or a broken pipe,
@@ -361,6 +362,14 @@ class KubeApi:
     def patch_pod(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
         return self.request(
             "PATCH", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}", patch, MERGE_PATCH
+        )
+
+    def json_patch_pod(self, namespace: str, name: str, operations: list[dict[str, Any]]) -> Any:
+        """A JSON patch (RFC 6902): its `test` operations make it conditional on the pod's
+        current values, checked by the API server as it applies the patch."""
+        return self.request(
+            "PATCH", f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(name)}", operations,
+            JSON_PATCH,
         )
 
     def read_pod(self, namespace: str, name: str) -> Any:

@@ -9,11 +9,12 @@ only the pods labelled `leader-election/name=<election>` in the own namespace. I
 (b) while this candidate is the leader, relabels every other pod of the group that still
     says `leader` to `follower` and posts a `StaleLeaderLabel` Event on it; a pod whose
     epoch annotation is newer than ours is left alone (then *we* are the stale one);
-(c) on the annotation `leader-election/step-down` on the own pod: removes it, with the
-    pod's resourceVersion as a precondition (a second annotation written meanwhile makes
-    the removal a 409 and comes with the next event, so it is not lost); then, if leader,
-    asks the election to step down and posts `SteppedDown`. A removal that failed is
-    tried again on the next event, which does not step down twice for the same value;
+(c) on the annotation `leader-election/step-down` on the own pod: if leader, asks the
+    election to step down and posts `SteppedDown`; once the own label no longer says
+    leader (bounded), removes it with a JSON patch that tests its value (a second
+    annotation written meanwhile fails the test and comes with the next event, so it is
+    not lost). A removal that failed is tried again on the next event, which does not
+    step down twice for the same value;
 (d) once the own pod is marked for deletion (`deletionTimestamp`), or deleted at once
     (`--force --grace-period=0`), leaves the election at once (posting `LeavingOnDelete`):
     a successor takes over while the application drains, whatever order the kubelet stops
@@ -83,6 +84,7 @@ from .k8s import (
     EPOCH_ANNOTATION,
     GROUP_LABEL,
     LEADER_ANNOTATION,
+    STALE_LEADER,
     STEP_DOWN_ANNOTATION,
     STEPPED_DOWN,
     Backoff,
@@ -92,14 +94,14 @@ from .k8s import (
     core_api,
 )
 from .kubeapi import ApiError
-from .state import Role
+from .labelgate import pointer
+from .state import Role, RoleStatus
 
 if TYPE_CHECKING:
     from .state import ElectionControl
 
 log = logging.getLogger(__name__)
 
-STALE_LEADER = "StaleLeaderLabel"
 LEAVING_ON_DELETE = "LeavingOnDelete"
 RESTART_PAUSE = 2.0  # between kopf runs that ended with an error
 STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
@@ -108,7 +110,11 @@ SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value (up to 256 KiB) in an Ev
 CONFIRM_PAUSES = (0.2, 0.5, 1.0)  # between GETs of the own pod that failed, after a DELETED
 RELABEL_BACKOFF = (0.1, 3.0)  # base and cap, in seconds, as the publisher's
 RETRY_JOIN = 1.0  # for the relabel timer's thread to end on close
-RESYNC = "/resync"  # the timer's key for the check after a listing (no pod name has "/")
+# The timer's keys besides pod names (no pod name has "/"): the check after a listing,
+# the step-down annotation's removal, the check of an own label unlike the one written.
+RESYNC, STEP_DOWN, RESTORE = "/resync", "/step-down", "/restore"
+REMOVAL_DELAY = 0.25  # seconds after a step-down request is acted on
+RESTORE_DELAY = 0.2  # seconds an own label unlike the one written may be an older event
 RESYNC_DELAY = 1.0  # after the last listed pod: kopf's listing comes in chunks
 GONE_UIDS_KEPT = 256  # uids of deleted or replaced pods, to ignore their late events
 
@@ -131,6 +137,10 @@ class _Group:
     gone: collections.OrderedDict[str, None] = dataclasses.field(
         default_factory=collections.OrderedDict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    # True once a listing of the group was checked against the API server's (`_resync`),
+    # False again while kopf lists anew (after its watch broke): only a synced view is
+    # lent to the publisher's gate (sidecar/labelgate.py).
+    synced: bool = False
 
     def update(self, body: Mapping[str, Any], deleted: bool = False) -> bool:
         """Record an event of `body`; False if it is a late one of a pod already gone."""
@@ -263,10 +273,12 @@ class Reconciler:
         self._api = core_api(config)
         self._left_on_delete = False
         self._relabel_logged: dict[str, str] = {}  # pod -> failure reason logged last
-        self._step_down_unremoved: str | None = None  # a handled value whose removal failed
+        self._step_down_seen: str | None = None  # the value acted on, until it is gone
         self._timer = _RelabelTimer(self._on_timer, f"relabel-{config.identity}")
+        publisher.use_known_pods(self._known_pods)
 
     def close(self) -> None:
+        self.publisher.use_known_pods(None)
         self._timer.close(RETRY_JOIN)
         self._api.close()
 
@@ -277,6 +289,7 @@ class Reconciler:
                       name, _uid(body))
             return
         if event_type is None:  # a listing: a relist may have missed a DELETED
+            self.group.synced = False
             self._timer.soon(RESYNC, RESYNC_DELAY)
         if event_type == "DELETED":
             if name == self.config.identity:
@@ -287,6 +300,10 @@ class Reconciler:
             self.sweep()  # e.g. we just became leader: our own label change brings us here
         else:
             self.other_pod(body)
+
+    def _known_pods(self) -> list[Mapping[str, Any]] | None:
+        """The group as the watch shows it, once synced (the gate's view), else None."""
+        return self.group.snapshot() if self.group.synced else None
 
     def own_pod(self, body: Mapping[str, Any], patch: Any) -> None:
         metadata = body.get("metadata", {})
@@ -299,25 +316,36 @@ class Reconciler:
             return
         annotations = metadata.get("annotations") or {}
         if STEP_DOWN_ANNOTATION in annotations:
-            self.step_down(body, annotations[STEP_DOWN_ANNOTATION], patch)
+            self.step_down(annotations[STEP_DOWN_ANNOTATION])
         else:
-            self._step_down_unremoved = None
-        status = self.control.current()
-        label = (metadata.get("labels") or {}).get(self.config.role_label)
-        shown_now = (label, annotations.get(EPOCH_ANNOTATION), annotations.get(LEADER_ANNOTATION))
-        wanted = (status.role.value, None if status.epoch is None else str(status.epoch),
-                  status.leader)
-        if label != status.role.value:
-            log.info(
-                "role label of own pod is %r, the election says %r: restoring it",
-                label,
-                status.role.value,
-            )
-            self.publisher.restore()  # its newest role: `status` may be older by now
-        elif shown_now != wanted:
-            log.info("annotations of own pod say epoch %r, leader %r, the election says %r, "
-                     "%r: restoring them", *shown_now[1:], *wanted[1:])
-            self.publisher.restore()
+            self._step_down_seen = None  # removed (by us or anyone): a new request is new
+        if self._unlike_written(body):
+            # Maybe an event older than our last write (it comes a few ms later), maybe an
+            # edit: judged again on the newest event after a pause, and only then restored.
+            self._timer.soon(RESTORE, RESTORE_DELAY)
+
+    def _unlike_written(self, body: Mapping[str, Any] | None) -> bool:
+        """The own pod's label or annotations are not what the publisher wrote last."""
+        written = self.publisher.written()
+        if body is None or written is None:
+            return False  # nothing written yet: the publisher is at it (or retrying)
+        metadata = body.get("metadata", {})
+        annotations = metadata.get("annotations") or {}
+        shown_now = ((metadata.get("labels") or {}).get(self.config.role_label),
+                     annotations.get(EPOCH_ANNOTATION), annotations.get(LEADER_ANNOTATION))
+        return shown_now != written.shown()
+
+    def _restore(self) -> None:
+        """The timer's check: still unlike what was written, so someone edited it."""
+        body = self.group.get(self.config.identity)
+        if self._left_on_delete or not self._unlike_written(body):
+            return
+        metadata = (body or {}).get("metadata", {})
+        annotations = metadata.get("annotations") or {}
+        log.info("role label or annotations of own pod edited (label %r, epoch %r, leader %r): "
+                 "restoring them", (metadata.get("labels") or {}).get(self.config.role_label),
+                 annotations.get(EPOCH_ANNOTATION), annotations.get(LEADER_ANNOTATION))
+        self.publisher.restore()
 
     def own_pod_gone(self, body: Mapping[str, Any]) -> None:
         """A DELETED of the own pod: deleted at once (`--force --grace-period=0`), or only
@@ -376,21 +404,26 @@ class Reconciler:
             f"(was {status.role.value}) so that a successor takes over while it drains",
         )
 
-    def step_down(self, body: Mapping[str, Any], value: str, patch: Any) -> None:
-        """Removed first, then acted on: the removal's precondition is the resourceVersion
-        of the pod as seen, which our own step-down's label change would move on."""
-        removed = self._remove_step_down(body)
-        if value == self._step_down_unremoved:
-            if removed:
-                self._step_down_unremoved = None
-            return  # the request already acted on, whose removal failed before
-        self._step_down_unremoved = None if removed else value
+    def step_down(self, value: str) -> None:
+        """Acted on at once, removed later (`REMOVAL_DELAY`, on the timer's thread): the
+        removal is not on the way to the successor and does not compete with the
+        demotion's patch of the same pod. Events that still show the value acted on
+        (older than the removal) are not acted on again; the removal's own event, which
+        shows no annotation, ends that, so a request made after it is a new one."""
+        if value == self._step_down_seen:
+            return
+        self._step_down_seen = value
+        self._act_on_step_down(value)
+        self._timer.soon(STEP_DOWN, REMOVAL_DELAY)
+
+    def _act_on_step_down(self, value: str) -> bool:
+        """Step down if leader; True if asked to."""
         status = self.control.current()
         if status.role is not Role.LEADER:
             log.info(
                 "step-down annotation on own pod ignored: not the leader (%s)", status.role.value
             )
-            return
+            return False
         self.control.step_down()
         asked = shown(value, SHOWN_VALUE_CHARACTERS)
         log.info("step-down annotation on own pod (%s): stepping down", asked)
@@ -400,32 +433,57 @@ class Reconciler:
             f"{status.epoch}) on request (annotation {STEP_DOWN_ANNOTATION}={asked}); "
             "volunteering again at the back of the queue",
         )
-
-    def _remove_step_down(self, body: Mapping[str, Any]) -> bool:
-        """Remove the annotation from the pod as seen: a 409 means it changed since (maybe
-        a second annotation), and its next event shows it. True if removed."""
-        metadata = body.get("metadata", {})
-        patch: dict[str, Any] = {"metadata": {"annotations": {STEP_DOWN_ANNOTATION: None}}}
-        if metadata.get("resourceVersion"):
-            patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
-        try:
-            self._api.patch_pod(self.config.namespace or "default", self.config.identity, patch)
-        except Exception as error:
-            log.info("step-down annotation not removed yet (%s): again on the next event",
-                     classify(error).detail)
-            return False
         return True
+
+    def _remove_step_down(self) -> None:
+        """The timer's removal of the annotation, if it still says the value acted on (a
+        JSON patch that tests it: another value written meanwhile stays, and its event
+        is acted on); a failure other than that is tried again with backoff."""
+        value = self._step_down_seen
+        if value is None:
+            self._timer.forget(STEP_DOWN)
+            return
+        path = f"/metadata/annotations/{pointer(STEP_DOWN_ANNOTATION)}"
+        try:
+            self._api.json_patch_pod(self.config.namespace or "default", self.config.identity, [
+                {"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}])
+        except ApiError as error:
+            if error.status in (404, 422):  # gone, or another value now: its event says so
+                self._timer.forget(STEP_DOWN)
+                return
+            self._removal_failed(error)
+        except Exception as error:
+            self._removal_failed(error)
+        else:
+            self._timer.forget(STEP_DOWN)
+
+    def _removal_failed(self, error: Exception) -> None:
+        log.info("step-down annotation not removed yet (%s): trying again",
+                 classify(error).detail)
+        self._timer.later(STEP_DOWN)
 
     def other_pod(self, body: Mapping[str, Any]) -> None:
         status = self.control.current()
-        if status.role is Role.LEADER and self._claims_leader_wrongly(body, status.epoch):
+        if self._labelled_leader(status) and self._claims_leader_wrongly(body, status.epoch):
             self.relabel(body, status.epoch)
+
+    def _labelled_leader(self, status: RoleStatus) -> bool:
+        """Leader, and the own pod as last seen says so with our epoch. Before that, the
+        publisher's gate (sidecar/labelgate.py) clears the other labels itself, from a
+        fresh listing: a relabel from here would be a second request on the way."""
+        if status.role is not Role.LEADER:
+            return False
+        own = self.group.get(self.config.identity)
+        metadata = (own or {}).get("metadata") or {}
+        return ((metadata.get("labels") or {}).get(self.config.role_label) == Role.LEADER.value
+                and (metadata.get("annotations") or {}).get(EPOCH_ANNOTATION)
+                == str(status.epoch))
 
     def sweep(self) -> None:
         """Hand every stale leader label to the timer's thread: the own pod's handler, which
         calls this, must not wait for API requests (it may have a deletion to act on)."""
         status = self.control.current()
-        if status.role is not Role.LEADER:
+        if not self._labelled_leader(status):
             return
         for body in self.group.snapshot():
             name = body.get("metadata", {}).get("name")
@@ -493,6 +551,10 @@ class Reconciler:
     def _on_timer(self, key: str) -> None:
         if key == RESYNC:
             self._resync()
+        elif key == STEP_DOWN:
+            self._remove_step_down()
+        elif key == RESTORE:
+            self._restore()
         else:
             self._relabel_again(key)
 
@@ -510,6 +572,7 @@ class Reconciler:
         self._timer.forget(RESYNC)
         present = {_uid(pod) for pod in (listed or {}).get("items") or []}
         ghosts = self.group.prune(present, since)
+        self.group.synced = True
         if ghosts:
             log.info("pods %s are gone (deleted while the watch was away): forgotten",
                      ", ".join(sorted(ghosts)))
@@ -518,7 +581,7 @@ class Reconciler:
         """The timer's try, judged afresh on the pod's newest known state."""
         status = self.control.current()
         body = self.group.get(name)
-        if (body is None or status.role is not Role.LEADER
+        if (body is None or not self._labelled_leader(status)
                 or not self._claims_leader_wrongly(body, status.epoch)):
             self._timer.forget(name)
             self._relabel_logged.pop(name, None)
@@ -700,6 +763,7 @@ _REFUSALS_WITHOUT_TRACEBACK = _RefusalsWithoutTraceback()
 # asyncio too: kopf's start-up scan (`_read_old_api`) can end with a LoginError no task
 # awaits any more (the operator gave up on the 401 meanwhile), which asyncio's "Task
 # exception was never retrieved" logs with its traceback. Only kopf's refusals lose it.
+KOPF_HANDLER_LOGGER = "kopf.objects"
 KOPF_TASK_LOGGERS = (
     "kopf._core.reactor.running", "kopf._core.reactor.orchestration", "asyncio",
 )
@@ -711,4 +775,8 @@ def start_operator(
     """Start kopf for this sidecar's group; stop it with `OperatorHandle.stop()`."""
     for name in KOPF_TASK_LOGGERS:
         logging.getLogger(name).addFilter(_REFUSALS_WITHOUT_TRACEBACK)
+    # kopf logs "Handler ... succeeded." for every event of every pod of the group: in a
+    # handover, a few dozen lines per sidecar, formatted and written while the successor
+    # needs the CPU. Its warnings and errors still show; our handlers log what matters.
+    logging.getLogger(KOPF_HANDLER_LOGGER).setLevel(logging.WARNING)
     return OperatorHandle(config, control, publisher).start()

@@ -174,6 +174,7 @@ class Sidecar:
         except KubernetesConfigError as error:
             raise ConfigError(str(error)) from None
         self.board.add_publisher(self.kubernetes)
+        self.board.add_demotion_barrier(self.kubernetes.wait_label_demoted)
         publisher = self.kubernetes
         # NoAuth on the group's own znodes (a new zkAuth password over the old ACL, say)
         # keeps every pod `unknown`: say so where `kubectl describe pod` shows it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 from sidecar.k8s import KubernetesPublisher
@@ -10,17 +11,23 @@ from sidecar.state import Role, RoleStatus, ZkState
 ELECTION = "demo"
 
 
+LEASE = dt.timedelta(hours=1)  # a leader's status always carries its lease (the board's)
+
+
 def status(
     identity: str, role: Role, leader: str | None = None, epoch: int | None = None
 ) -> RoleStatus:
+    lease_expires = None
     if role is Role.LEADER:
         leader = identity
+        lease_expires = dt.datetime.now(dt.UTC) + LEASE
     return RoleStatus(
         election=ELECTION,
         identity=identity,
         role=role,
         leader=leader,
         epoch=epoch,
+        lease_expires=lease_expires,
         zk=ZkState.CONNECTED,
     )
 

@@ -5,6 +5,8 @@ stopped, verbs taken out of the chart's Role, a second client writing the same p
 
 from __future__ import annotations
 
+import datetime as dt
+
 import logging
 import time
 
@@ -63,8 +65,9 @@ def test_lease_renewals_cause_no_requests(kube_ns, kube_config, add_group_pod, m
     leader = status("app-0", Role.LEADER, epoch=7)
     publisher.publish(leader)
     assert publisher.flush(10)
-    for _ in range(20):
-        publisher.publish(leader.replace(lease_expires=None, since=None))
+    for renewal in range(20):  # the same role and epoch, a later lease each time
+        publisher.publish(leader.replace(
+            lease_expires=leader.lease_expires + dt.timedelta(seconds=renewal + 1), since=None))
     assert publisher.flush(10)
     wait_until(lambda: kube_ns.requests("patch", "pods"), message="the patch is in the audit log")
     time.sleep(0.5)

@@ -122,6 +122,10 @@ class ChartRelease:
     # --- what users read ----------------------------------------------------------------
 
     @property
+    def replicas(self) -> int:
+        return int(self.values.get("app", {}).get("replicas", 3))
+
+    @property
     def app_selector(self) -> str:
         return f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component=app"
 
@@ -145,8 +149,7 @@ class ChartRelease:
         leaders = [name for name, role in roles.items() if role == "leader"]
         others_follow = all(role == "follower" for name, role in roles.items()
                             if name not in leaders)
-        replicas = int(self.values.get("app", {}).get("replicas", 3))
-        if len(leaders) == 1 and others_follow and len(roles) == replicas:
+        if len(leaders) == 1 and others_follow and len(roles) == self.replicas:
             return leaders[0]
         return None
 
