@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, percentile, write_json
+from common import RESULTS, cpu_by_process, cpu_spent, machine, mean_cpu, percentile, write_json
 
 from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import LocalCluster
@@ -81,11 +81,15 @@ def run_size(cluster: LocalCluster, ensemble: Ensemble, base: Path, replicas: in
                            session_timeout=args.session_timeout).install()
     results: dict[str, list[Failover]] = {action: [] for action in actions}
     breakdowns: dict[str, list[dict[str, float]]] = {action: [] for action in actions}
+    cpu: dict[str, list[dict[str, float]]] = {action: [] for action in actions}
     try:
         with contextlib.closing(watch_release(release)) as watch:
             for number in range(rounds):
                 for action in actions:
+                    release.wait_settled(60)
+                    before = cpu_by_process()
                     failover = fail_over(release, watch, action)
+                    cpu[action].append(cpu_spent(before, cpu_by_process()))
                     results[action].append(failover)
                     release.wait_settled(60)
                     breakdowns[action].append(parts(failover, release.runner.workdir))
@@ -105,7 +109,8 @@ def run_size(cluster: LocalCluster, ensemble: Ensemble, base: Path, replicas: in
             with contextlib.suppress(OSError):
                 shutil.copy(cluster.audit_log, args.keep_logs / f"{namespace}-audit.log")
         release.close()
-    return {action: summarise(rows, breakdowns[action]) for action, rows in results.items()}
+    return {action: {**summarise(rows, breakdowns[action]), "cpu_ms": mean_cpu(cpu[action])}
+            for action, rows in results.items()}
 
 
 def main() -> int:

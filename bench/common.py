@@ -84,6 +84,57 @@ def machine(ensemble: Ensemble | None = None) -> dict[str, Any]:
     return info
 
 
+CPU_GROUPS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def _cpu_group(command: str) -> str:
+    program = command.split(" ", 1)[0].rsplit("/", 1)[-1]
+    if program in CPU_GROUPS:
+        return program
+    if "zookeeper" in command and program == "java":
+        return "zookeeper"
+    if " -m sidecar leave" in command:
+        return "preStop hook"
+    if " -m sidecar" in command:
+        return "sidecars"
+    if "bench/" in command:
+        return "benchmark (pod runner, watch)"
+    return "other"
+
+
+def cpu_by_process() -> dict[str, tuple[str, float]]:
+    """pid -> (group, CPU ms so far) of every process (from /proc: 10 ms ticks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        found[pid] = (_cpu_group(command), (int(fields[11]) + int(fields[12])) * 1000 / tick)
+    return found
+
+
+def cpu_spent(before: dict[str, tuple[str, float]],
+              after: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """CPU ms each group of processes used between the two readings."""
+    spent: dict[str, float] = {}
+    for pid, (group, ms) in after.items():
+        spent[group] = spent.get(group, 0.0) + ms - before.get(pid, (group, 0.0))[1]
+    return spent
+
+
+def mean_cpu(rounds: list[dict[str, float]]) -> dict[str, float]:
+    groups = {group for spent in rounds for group in spent}
+    return {group: round(statistics.mean(spent.get(group, 0.0) for spent in rounds), 1)
+            for group in sorted(groups)} if rounds else {}
+
+
 def filesystem_type(path: Path) -> str:
     """The type of the file system `path` is on (`tmpfs`, `ext4`, ...), from /proc/mounts."""
     best, kind = "", "unknown"

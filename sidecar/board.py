@@ -217,6 +217,7 @@ class StatusBoard:
             finally:
                 self._write_lock.release()
         written = self.wait_written(timeout)
+        log.debug("demotion in the role files: %s", written)
         with self._cond:
             barriers = list(self._barriers)
         for barrier in barriers:

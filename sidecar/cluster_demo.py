@@ -85,10 +85,12 @@ class ClusterDemo:
             self.say(f"round {number}: {self.describe(action, release)}")
             failover = fail_over(release, watch, action)
             self.failovers.append(failover)
+            doubles = (", ".join(self.ms(d) for d in failover.doubles) or "none")
             self.say(f"  {failover.old} -> {failover.new}: labelled leader after "
                      f"{self.ms(failover.seconds['labelled'])}, leader Service on it after "
                      f"{self.ms(failover.seconds['endpoint'])}, no other leader label after "
-                     f"{self.ms(failover.seconds['only'])}")
+                     f"{self.ms(failover.seconds['only'])} (from the action in the API "
+                     f"server); two pods labelled leader: {doubles}")
             release.wait_settled(60)
             self.show(release)
         self.summary()

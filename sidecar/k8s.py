@@ -585,6 +585,7 @@ class KubernetesPublisher:
             self._force = False
             self._writing = wanted.role
         self._set_in_sync(False)
+        sent = time.monotonic()
         try:
             pod = self._api.patch_pod(self.namespace, self.pod, wanted.patch(self.role_label, uid))
         except Exception as error:
@@ -601,6 +602,8 @@ class KubernetesPublisher:
                 return True  # nothing more to write, ever: the name is another pod's
             return False
         self._succeeded("patch")
+        log.debug("own pod labelled %s in %.1f ms", wanted.role.value,
+                  (time.monotonic() - sent) * 1000)
         metadata = (pod or {}).get("metadata") or {}
         labels = metadata.get("labels") or {}
         with self._cond:

@@ -24,8 +24,11 @@ container as a local process, the way the kubelet would run it:
   free loopback port (`HTTP_PORT`, `HTTP_HOST=127.0.0.1`); `port(pod)` tells which;
 - lifecycle: on the pod's deletionTimestamp the runner runs the sidecar container's
   preStop hook (the chart's `exec` of `leader-sidecar leave`), sends SIGTERM, and
-  SIGKILL after `terminationGracePeriodSeconds`. Until the process is gone the runner
-  holds a finalizer on the pod, so the pod stays Terminating as under a kubelet;
+  SIGKILL after `terminationGracePeriodSeconds`; for a native sidecar (an init container
+  with `restartPolicy: Always`) only once the application would have exited, after its
+  `sleep` preStop hook, as the kubelet stops native sidecars after the main containers.
+  Until the process is gone the runner holds a finalizer on the pod, so the pod stays
+  Terminating as under a kubelet;
 - restarts: per `restartPolicy` (StatefulSet pods: Always), after a short back-off;
   `kill(pod)` sends SIGKILL, as a crash or an OOM kill would;
 - readiness: kwok sets Ready itself when it marks a pod Running; the runner owns the
@@ -305,7 +308,14 @@ class PodRunner:
 
     def _stop_pod(self, running: RunningPod, pod: Any, grace: float) -> None:
         started = time.monotonic()
-        self.app_sigterms[running.name] = time.time() + _app_sleep(pod)
+        app_stop = _app_sleep(pod)
+        self.app_sigterms[running.name] = time.time() + app_stop
+        self._app_hooks(running, pod)
+        if _native(pod):
+            # A native sidecar is stopped after the main containers have exited (its
+            # preStop hook, then SIGTERM: kubernetes/kubernetes#120620); the application,
+            # not run here, exits at its SIGTERM, after its own `sleep` hook.
+            self._stopping.wait(app_stop)
         self._pre_stop(running, pod)
         self._terminate(running, grace=max(0.0, grace - (time.monotonic() - started)))
         self._release(running)
@@ -315,10 +325,7 @@ class PodRunner:
 
     def _pre_stop(self, running: RunningPod, pod: Any) -> None:
         """The sidecar container's preStop hook: `exec` runs in the container's environment
-        (`leader-sidecar` is `python -m sidecar`, as for the entrypoint); an `httpGet` hook
-        (charts before the control socket) goes to the sidecar's port, as the kubelet
-        sends it from outside the pod. The application container is not run here: its
-        hook (the chart's `sleep`) only delays its own SIGTERM."""
+        (`leader-sidecar` is `python -m sidecar`, as for the entrypoint)."""
         container = sidecar_container(pod)
         hook = container.lifecycle.pre_stop if container and container.lifecycle else None
         if hook is not None and hook.var_exec is not None and hook.var_exec.command:
@@ -331,6 +338,10 @@ class PodRunner:
                 subprocess.run(command, env=running.env, stdout=out, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, cwd=running.directory, timeout=30,
                                check=False)
+
+    def _app_hooks(self, running: RunningPod, pod: Any) -> None:
+        """The application containers' `httpGet` preStop hooks (charts before the control
+        socket called the sidecar's port), at once, as the kubelet runs them."""
         for app in pod.spec.containers or []:
             app_hook = app.lifecycle.pre_stop if app.lifecycle else None
             if app_hook is not None and app_hook.http_get is not None:
@@ -391,6 +402,13 @@ def _app_sleep(pod: Any) -> float:
         if hook is not None and hook.sleep is not None:
             seconds = max(seconds, float(hook.sleep.seconds))
     return seconds
+
+
+def _native(pod: Any) -> bool:
+    """The sidecar is a native one: an init container with `restartPolicy: Always`."""
+    container = sidecar_container(pod)
+    return (container is not None and container.restart_policy == "Always"
+            and any(c is container for c in pod.spec.init_containers or []))
 
 
 def _marked_running(pod: Any) -> bool:
