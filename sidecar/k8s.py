@@ -575,6 +575,7 @@ class KubernetesPublisher:
             if self._defer_annotations(wanted, since, force):
                 return True
             uid = self._pod_uid
+        self._set_in_sync(False)
         if wanted.role is Role.LEADER and not self._may_label_leader(wanted):
             return False  # tried again after a backoff, or sooner with a newer status
         with self._cond:
@@ -584,7 +585,6 @@ class KubernetesPublisher:
                 return False  # the lease ran out meanwhile: its demotion is on the way
             self._force = False
             self._writing = wanted.role
-        self._set_in_sync(False)
         sent = time.monotonic()
         try:
             pod = self._api.patch_pod(self.namespace, self.pod, wanted.patch(self.role_label, uid))

@@ -275,10 +275,12 @@ class Reconciler:
         self._relabel_logged: dict[str, str] = {}  # pod -> failure reason logged last
         self._step_down_seen: str | None = None  # the value acted on, until it is gone
         self._timer = _RelabelTimer(self._on_timer, f"relabel-{config.identity}")
-        publisher.use_known_pods(self._known_pods)
+        if publisher is not None:  # None: a test of the relabels alone
+            publisher.use_known_pods(self._known_pods)
 
     def close(self) -> None:
-        self.publisher.use_known_pods(None)
+        if self.publisher is not None:
+            self.publisher.use_known_pods(None)
         self._timer.close(RETRY_JOIN)
         self._api.close()
 

@@ -118,7 +118,7 @@ def test_a_second_step_down_annotation_is_not_lost(
     import kopf
 
     from sidecar.k8s import STEP_DOWN_ANNOTATION
-    from sidecar.operator import Reconciler
+    from sidecar.operator import REMOVAL_DELAY, Reconciler
 
     add_group_pod("app-0")
     config = kube_config("app-0")
@@ -126,19 +126,18 @@ def test_a_second_step_down_annotation_is_not_lost(
     control = FakeControl(status("app-0", Role.LEADER, epoch=10))
     reconciler = Reconciler(config, control, publisher)
     try:
-        judged = kube_ns.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "first")
+        kube_ns.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "first")
+        reconciler.step_down("first")  # acted on; its removal is due on the timer
         kube_ns.annotate_pod("app-0", STEP_DOWN_ANNOTATION, "second")  # meanwhile
-        patch = kopf.Patch()
-        reconciler.step_down(judged, "first", patch)
-        if patch:
-            kube_ns.patch_pod("app-0", dict(patch))  # what kopf does after the handler
+        time.sleep(REMOVAL_DELAY + 0.5)  # the removal tested "first", and left "second"
         assert kube_ns.annotations("app-0").get(STEP_DOWN_ANNOTATION) == "second"
         assert control.step_downs == 1
 
         control.set(status("app-0", Role.LEADER, epoch=11))  # elected again meanwhile
         reconciler.on_pod("MODIFIED", kube_ns.pod("app-0"), kopf.Patch())  # the next event
         assert control.step_downs == 2
-        assert STEP_DOWN_ANNOTATION not in kube_ns.annotations("app-0")
+        wait_until(lambda: STEP_DOWN_ANNOTATION not in kube_ns.annotations("app-0"),
+                   message="the second request removed")
     finally:
         reconciler.close()
 
@@ -153,7 +152,9 @@ def test_the_own_pods_handler_does_not_wait_for_the_sweeps_relabels(
 
     add_group_pod("app-1", role="leader")
     add_group_pod("app-2", role="leader")
-    own = add_group_pod("app-0", role="leader")
+    add_group_pod("app-0", role="leader")
+    # As our publisher writes it: the operator relabels others once our label says so.
+    own = kube_ns.annotate_pod("app-0", EPOCH_ANNOTATION, "10")
     config = kube_config("app-0")
     publisher, _, _ = make_publisher(config)
     control = FakeControl(status("app-0", Role.FOLLOWER, leader="app-9", epoch=9))
