@@ -1,9 +1,11 @@
-"""The Kubernetes API as the sidecar needs it: five requests over the standard library.
+"""The Kubernetes API as the sidecar needs it: six requests over the standard library.
 
-Why not the `kubernetes` client: the sidecar sends a merge patch to its own pod, posts
-Events (and patches the count of a repeated one), reads its own pod (to tell a deletion
-from a watch that stopped matching) and (for `status --kubernetes`, and to drop pods a
-relisted watch no longer shows) lists its group's pods. Importing the client loads every
+Why not the `kubernetes` client: the sidecar sends a merge patch to its own pod, a JSON
+patch whose `test` operations make it conditional (another pod's stale leader label,
+the own pod's step-down annotation), posts Events (and patches the count of a repeated
+one), reads its own pod (to tell a deletion from a watch that stopped matching) and (for
+`status --kubernetes`, the label gate and to drop pods a relisted watch no longer
+shows) lists its group's pods. Importing the client loads every
 generated model class, about 30 MB resident in a process that otherwise needs 30;
 kopf already brings aiohttp for its watch, and `http.client` is in every Python. This
 module is the only place that speaks HTTP to the API server.

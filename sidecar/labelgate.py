@@ -12,10 +12,11 @@ half of the graceful handovers). Before the publisher writes `leader` on its own
 2. for each other pod: if its epoch annotation is newer than ours, this sidecar is the
    stale one: it refuses (the label is not written; the election demotes it soon);
    otherwise it sets that pod's label to `follower` with a JSON patch whose `test`
-   operations require the pod's uid, its label still `leader` and its epoch annotation as
-   listed (the resourceVersion when it has none). The API server checks them as it applies
-   the patch, so a pod whose own sidecar wrote `unknown` meanwhile, or a new pod of the
-   same name, is left alone (422; 404 when the pod is gone);
+   operations require the pod's uid, its label still `leader` and its epoch annotation
+   as listed (the resourceVersion when it has none, or one that is not a number). The
+   API server checks them as it applies the patch, so a pod whose own sidecar wrote
+   `unknown` meanwhile, or a new pod of the same name, is left alone (422; 404 when the
+   pod is gone);
 3. lists again when a patch found its pod changed, at most `ROUNDS` times, and answers
    `CLEAR` only once a listing shows no other pod labelled leader or every one of them
    was relabelled by this call.
@@ -144,7 +145,9 @@ class LeaderLabelGate:
         tests: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/uid", "value": metadata.get("uid")},
             {"op": "test", "path": label, "value": Role.LEADER.value}]
-        if raw is not None:
+        if raw is not None and raw.isascii() and raw.isdigit():
+            # Digits only: the API server compares the JSON text of the value, and any
+            # other value's encoding may differ from ours (then the resourceVersion).
             tests.append({"op": "test", "path": "/metadata/annotations/"
                           f"{pointer(self.epoch_annotation)}", "value": raw})
         else:

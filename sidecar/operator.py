@@ -10,11 +10,12 @@ only the pods labelled `leader-election/name=<election>` in the own namespace. I
     says `leader` to `follower` and posts a `StaleLeaderLabel` Event on it; a pod whose
     epoch annotation is newer than ours is left alone (then *we* are the stale one);
 (c) on the annotation `leader-election/step-down` on the own pod: if leader, asks the
-    election to step down and posts `SteppedDown`; once the own label no longer says
-    leader (bounded), removes it with a JSON patch that tests its value (a second
-    annotation written meanwhile fails the test and comes with the next event, so it is
-    not lost). A removal that failed is tried again on the next event, which does not
-    step down twice for the same value;
+    election to step down and posts `SteppedDown`; a moment later (off the way to the
+    successor) removes it, from the pod as last seen and with its resourceVersion as the
+    precondition, if it still says the value acted on (a second annotation written
+    meanwhile is a new request, acted on with its event, never removed unseen). A
+    removal that failed is tried again with backoff; events that still show the value
+    acted on do not act twice;
 (d) once the own pod is marked for deletion (`deletionTimestamp`), or deleted at once
     (`--force --grace-period=0`), leaves the election at once (posting `LeavingOnDelete`):
     a successor takes over while the application drains, whatever order the kubelet stops
@@ -94,7 +95,6 @@ from .k8s import (
     core_api,
 )
 from .kubeapi import ApiError
-from .labelgate import pointer
 from .state import Role, RoleStatus
 
 if TYPE_CHECKING:
@@ -226,9 +226,10 @@ class _RelabelTimer:
             self._cond.notify_all()
 
     def forget(self, pod: str) -> None:
-        """Nothing left to try for `pod`; a later failure starts its backoff afresh."""
+        """`pod`'s try succeeded or is moot: a later failure starts its backoff afresh. A
+        try scheduled meanwhile (by another thread, while this one was at it) stays: it
+        judges afresh, and dropping it could lose a request made during the try."""
         with self._cond:
-            self._due.pop(pod, None)
             self._backoffs.pop(pod, None)
 
     def close(self, timeout: float) -> None:
@@ -438,19 +439,26 @@ class Reconciler:
         return True
 
     def _remove_step_down(self) -> None:
-        """The timer's removal of the annotation, if it still says the value acted on (a
-        JSON patch that tests it: another value written meanwhile stays, and its event
-        is acted on); a failure other than that is tried again with backoff."""
+        """The timer's removal of the annotation, from the own pod as last seen and only if
+        it still says the value acted on (another value is a new request: its event is
+        acted on). The pod's resourceVersion is the precondition: a 409 means it changed
+        since, and it is tried again, on its newer state, after a backoff. (Not a JSON
+        patch's `test`: the API server compares the value's JSON text, and its encoding of
+        a non-ASCII value is not Python's.)"""
         value = self._step_down_seen
-        if value is None:
+        body = self.group.get(self.config.identity)
+        metadata = (body or {}).get("metadata") or {}
+        if value is None or (metadata.get("annotations") or {}).get(
+                STEP_DOWN_ANNOTATION) != value:
             self._timer.forget(STEP_DOWN)
             return
-        path = f"/metadata/annotations/{pointer(STEP_DOWN_ANNOTATION)}"
+        patch: dict[str, Any] = {"metadata": {"annotations": {STEP_DOWN_ANNOTATION: None}}}
+        if metadata.get("resourceVersion"):
+            patch["metadata"]["resourceVersion"] = metadata["resourceVersion"]
         try:
-            self._api.json_patch_pod(self.config.namespace or "default", self.config.identity, [
-                {"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}])
+            self._api.patch_pod(self.config.namespace or "default", self.config.identity, patch)
         except ApiError as error:
-            if error.status in (404, 422):  # gone, or another value now: its event says so
+            if error.status == 404:
                 self._timer.forget(STEP_DOWN)
                 return
             self._removal_failed(error)
@@ -460,8 +468,9 @@ class Reconciler:
             self._timer.forget(STEP_DOWN)
 
     def _removal_failed(self, error: Exception) -> None:
-        log.info("step-down annotation not removed yet (%s): trying again",
-                 classify(error).detail)
+        failure = classify(error)
+        if failure.reason != "conflict":  # a 409 is expected: the pod moved on meanwhile
+            log.info("step-down annotation not removed yet (%s): trying again", failure.detail)
         self._timer.later(STEP_DOWN)
 
     def other_pod(self, body: Mapping[str, Any]) -> None:

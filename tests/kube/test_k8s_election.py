@@ -142,7 +142,8 @@ def test_revoked_rbac_leaves_the_election_alone_and_the_label_comes_back(
     new = group.wait_one_leader(timeout=SLACK)
     assert wait_for(lambda: new.status().get("label_in_sync") is False, API_SLACK)  # type: ignore[union-attr]
     assert kube_ns.labels(new.identity).get("role") == "follower", "403: nothing written"
-    line = "forbidden: the sidecar's ServiceAccount needs 'patch' on 'pods'"
+    # Before it labels itself, a new leader lists the group's leader labels (labelgate).
+    line = "forbidden: the sidecar's ServiceAccount needs 'list' on 'pods'"
     assert wait_for(lambda: line in new.log_text(), API_SLACK)
     assert new.log_text().count(line) == 1
     assert all(m.running for m in members if m is not old)
