@@ -27,7 +27,7 @@ FULL = {
 }
 QUICK = {
     "failover": ["--graceful-rounds", "5", "--crash-rounds", "2"],
-    "cluster_failover": ["--rounds", "2"],
+    "cluster_failover": ["--rounds", "2", "--crash-rounds", "1", "--replicas", "3"],
     "herd": ["--sizes", "10,50", "--rounds", "2"],
     "scale": ["--candidates", "50", "--graceful-rounds", "2", "--crash-rounds", "2",
               "--load-seconds", "3"],

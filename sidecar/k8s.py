@@ -12,6 +12,13 @@ It gives:
 - `list_group_pods(config)`: the group's pods with their role label and annotations, for
   `leader-sidecar status --kubernetes`.
 
+The `leader` label is exclusive (sidecar/labelgate.py): before it is written, every other
+pod of the group that says leader is relabelled `follower` (conditionally), a newer
+leader's label makes this one wait instead, and it is never sent on a lease that has run
+out. `wait_label_demoted()` is what a leaving leader waits for before its znode goes.
+A change of the annotations alone (a follower learning the new leader) and the Events
+wait `DEFER_SECONDS`, so that a handover's burst of API writes is the two labels only.
+
 Guaranteed: `publish()` returns at once and never raises; it only records the newest status
 and wakes the publisher's own worker thread. The worker coalesces (whatever arrived while a
 request was in flight, only the newest role is written next; an older one is never written
@@ -37,12 +44,13 @@ flapping link cannot post thousands an hour); what the limit drops is counted
 (`reason="rate_limited"`).
 
 Not guaranteed: that the label is right at any given instant (it lags the election by one
-API round trip, or by the outage); that every Event is posted (Events are best effort:
-kept and retried through transient faults, 401 included since a rotated token is read
-again, dropped on permanent ones such as 403, at most `MAX_PENDING_EVENTS` kept, and
-dropped by the rate limit); exactly-once Events (a retried create whose reply was lost may
-post twice). Merge patches carry no resourceVersion, so another writer of the same label
-(a user, a stale peer) can win until the operator (sidecar/operator.py) restores it.
+API round trip, or by the outage; a follower's annotations by `DEFER_SECONDS` more); that
+every Event is posted (Events are best effort: kept and retried through transient faults,
+401 included since a rotated token is read again, dropped on permanent ones such as 403,
+at most `MAX_PENDING_EVENTS` kept, and dropped by the rate limit); exactly-once Events (a
+retried create whose reply was lost may post twice). Merge patches carry no
+resourceVersion, so another writer of the same label (a user, a stale peer) can win until
+the operator (sidecar/operator.py) restores it.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from .config import Config
@@ -348,7 +356,7 @@ class KubernetesPublisher:
         self._writing: Role | None = None  # the role of the own-pod patch in flight
         self._deferred_until: float | None = None  # when deferred work is due (monotonic)
         self._flushing = False  # stopping: nothing is deferred any more
-        self._patch_failing = False  # the last patch of the own pod failed
+        self._failures = 0  # own-pod patches that failed, ever
         # Touched by the worker thread only.
         self._limiter = EventLimiter()
         self._gate = LeaderLabelGate(self._api, self.namespace, self.pod,
@@ -370,7 +378,11 @@ class KubernetesPublisher:
                 if self._stopping:
                     return
                 self._record_transition(status)
-                self._lease = status.lease_expires if status.role is Role.LEADER else None
+                lease = status.lease_expires if status.role is Role.LEADER else None
+                if lease != self._lease and lease is not None and self._written != self._wanted:
+                    self._wake = True  # a renewal: a `leader` refused on the old lease may go
+                    self._cond.notify_all()
+                self._lease = lease
                 self._set_wanted(Wanted.of(status))
         except Exception:  # the contract: never raise into the election
             log.exception("Kubernetes publisher: dropping a status it could not record")
@@ -435,11 +447,6 @@ class KubernetesPublisher:
         self._api.close()
         return True
 
-    def use_known_pods(self, source: Callable[[], list[Mapping[str, Any]] | None] | None) -> None:
-        """Lend the gate the group's pods as the operator's watch shows them (None: the
-        operator stopped; the gate lists them itself again)."""
-        self._gate.known_pods = source
-
     def written(self) -> Wanted | None:
         """What the last successful patch put on the own pod (None before the first)."""
         with self._cond:
@@ -452,7 +459,7 @@ class KubernetesPublisher:
         new role was answered. A leaving or stepping-down leader waits for this (through
         the status board) before its znode goes, so that its successor finds the label
         off already and labels itself at once (sidecar/labelgate.py); one API round trip
-        on the way to the successor. While the own-pod patches are failing (the API
+        on the way to the successor. Once a patch tried after this call has failed (the API
         away), only a `leader` patch in flight is waited for: a dead API must not hold the
         handover. False if the bound ran out."""
         def demoted() -> bool:
@@ -463,9 +470,12 @@ class KubernetesPublisher:
             if self._writing is Role.LEADER:
                 return False
             written_leader = self._written is not None and self._written.role is Role.LEADER
-            return not written_leader or self._patch_failing
+            # A failure counts only if it came after this call: an old one says nothing
+            # about the API now.
+            return not written_leader or self._failures > failures_before
 
         with self._cond:
+            failures_before = self._failures
             self._wake = True  # nothing deferred on the way
             self._cond.notify_all()
             return self._cond.wait_for(demoted, timeout)
@@ -591,7 +601,7 @@ class KubernetesPublisher:
         except Exception as error:
             with self._cond:
                 self._writing = None
-                self._patch_failing = True
+                self._failures += 1
                 self._cond.notify_all()
                 self._force = self._force or force
             failure = self._failed("patch", "pods", self.pod, error)
@@ -608,7 +618,6 @@ class KubernetesPublisher:
         labels = metadata.get("labels") or {}
         with self._cond:
             self._writing = None
-            self._patch_failing = False
             self._written = wanted
             self._pod_uid = metadata.get("uid")
             current = self._wanted == wanted and not self._force

@@ -3,40 +3,50 @@
 The role label is what `kubectl get pods -l role=leader` lists and what the leader
 Service selects: two pods carrying `leader` at once route clients to both. ZooKeeper hands
 over in milliseconds, faster than the old leader's own label patch to `unknown`, so
-without an order the two patches race (an independent watch saw two leaders in about
-half of the graceful handovers). Before the publisher writes `leader` on its own pod,
-`LeaderLabelGate.clear(epoch)`, in its worker thread:
+without an order the two patches race (a watch of the pods saw two leaders in about half
+of the graceful handovers). Two rules order them.
 
-1. lists the group's pods labelled leader: one LIST with a label selector, read by the API
-   server from its current state (no cache of ours that may lag);
-2. for each other pod: if its epoch annotation is newer than ours, this sidecar is the
-   stale one: it refuses (the label is not written; the election demotes it soon);
-   otherwise it sets that pod's label to `follower` with a JSON patch whose `test`
-   operations require the pod's uid, its label still `leader` and its epoch annotation
-   as listed (the resourceVersion when it has none, or one that is not a number). The
-   API server checks them as it applies the patch, so a pod whose own sidecar wrote
-   `unknown` meanwhile, or a new pod of the same name, is left alone (422; 404 when the
-   pod is gone);
-3. lists again when a patch found its pod changed, at most `ROUNDS` times, and answers
-   `CLEAR` only once a listing shows no other pod labelled leader or every one of them
-   was relabelled by this call.
+The leaving leader (a graceful leave or step-down; `StatusBoard.wait_demoted`, through
+`KubernetesPublisher.wait_label_demoted`) lets its znode go only once its own label no
+longer says leader: its demotion's patch answered, and no `leader` patch in flight. It
+waits at most `board.BARRIER_SECONDS`, and not at all for a patch while its patches are
+failing: a dead API must not hold the handover. This costs the ZooKeeper handover one API
+round trip, and saves the successor the same (it finds the label off already).
+
+The successor, before its publisher writes `leader` on its own pod, runs
+`LeaderLabelGate.clear(epoch)` in the publisher's worker thread:
+
+1. lists the group's pods labelled leader: one LIST with a label selector, a consistent
+   read of the API server's current state. (Not the operator's watch: it is as fresh
+   only while its stream flows, and a stalled or restarting watch would hide a label.)
+2. for each other pod that says leader: if its epoch annotation is newer than ours, this
+   sidecar is the stale one: it refuses (the label is not written; the election demotes
+   it soon); otherwise it sets that pod's label to `follower` with a JSON patch whose
+   `test` operations require the pod's uid, its label still `leader` and its epoch
+   annotation as seen (the resourceVersion when it has none, or one that is not a
+   number: the API server compares the JSON text). The API server checks them as it
+   applies the patch, so a pod whose own sidecar wrote `unknown` meanwhile, or a new pod
+   of the same name, is left alone (422; 404 when the pod is gone);
+3. lists again when a patch found its pod changed (422, 409), at most `ROUNDS` times, and
+   answers `CLEAR` only once no other pod says leader or every one that did was
+   relabelled, or is gone (404).
 
 Why this orders the labels: each relabel is answered, so applied, before the own label's
 patch is sent; the API server gives every write a higher resourceVersion than the writes
 it applied before, and a watch delivers a resource's events in resourceVersion order.
 No watcher (the EndpointSlice controller, `kubectl get pods -w`) can see the new label
-before the old one's removal. The handover in ZooKeeper does not wait for any of this:
-the old leader deletes its znode without waiting for an API request, and the cost falls
-on the successor's label only: one LIST (about 2 ms on the local control plane) and,
-when the old leader's own patch has not landed yet, one relabel (about 3 ms).
+before the old one's removal. After a graceful handover whose barrier held, the LIST
+finds nothing to clear: one LIST (about 2 ms on an idle local control plane) and the own
+patch. When the barrier gave up (a slow API) or after a crash, the relabel is one patch
+more.
 
 Not covered, and how it is made small:
-- a `leader` label written after the LIST by a sidecar that is no longer leader (its patch
-  was in flight when it lost its lease: frozen, partitioned). The publisher sends a
-  `leader` patch only on a lease that has not run out, checked just before it is sent; a
-  graceful leave or step-down waits (bounded) for a `leader` patch in flight to be
-  answered before its znode goes; and the new leader's operator relabels a stale label
-  it sees afterwards (sidecar/operator.py (b)).
+- a `leader` label written after the LIST by a sidecar that has lost its lease: its patch
+  was in flight when it froze or was cut off, or its client gave up on a reply (5 s) that
+  the API server applied later anyway. The publisher sends a `leader` patch only on a
+  lease that has not run out, checked just before it is sent; a leaving leader waits for
+  its own label (above); and the new leader's operator relabels a stale label it sees
+  afterwards (sidecar/operator.py (b)).
 - a label written by hand: the operator relabels it the same way.
 Only this module and the operator write another pod's label.
 """
@@ -45,7 +55,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .kubeapi import ApiError, KubeApi
@@ -85,9 +95,6 @@ class LeaderLabelGate:
         self.role_label = role_label
         self.epoch_annotation = epoch_annotation
         self.selector = f"{group_selector},{role_label}={Role.LEADER.value}"
-        # The group's pods labelled leader as the operator's watch shows them, or None
-        # before it has listed the group (then the API server is asked).
-        self.known_pods: Callable[[], list[Mapping[str, Any]] | None] | None = None
         self.relabelled: list[tuple[str, str | None, str | None]] = []  # (pod, uid, epoch)
         self.error: Exception | None = None  # the failure of the last FAILED answer
         self.verb = "list"  # of that failure: "list" or "patch"
@@ -97,12 +104,6 @@ class LeaderLabelGate:
         """Relabel every other pod of the group that says leader (steps 1 to 3)."""
         self.error, self.verb, self.failed_pod = None, "list", None
         self.relabelled = []
-        known = self.known_pods() if self.known_pods is not None else None
-        if known is not None:
-            outcome, changed = self._clear_all(known, epoch)
-            if outcome is not Gate.CLEAR or not changed:
-                return outcome
-            # A pod was not as the watch last showed it: ask the API server.
         for _ in range(ROUNDS):
             try:
                 listed = self.api.list_pods(self.namespace, self.selector)

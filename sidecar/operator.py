@@ -137,10 +137,6 @@ class _Group:
     gone: collections.OrderedDict[str, None] = dataclasses.field(
         default_factory=collections.OrderedDict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    # True once a listing of the group was checked against the API server's (`_resync`),
-    # False again while kopf lists anew (after its watch broke): only a synced view is
-    # lent to the publisher's gate (sidecar/labelgate.py).
-    synced: bool = False
 
     def update(self, body: Mapping[str, Any], deleted: bool = False) -> bool:
         """Record an event of `body`; False if it is a late one of a pod already gone."""
@@ -275,13 +271,10 @@ class Reconciler:
         self._left_on_delete = False
         self._relabel_logged: dict[str, str] = {}  # pod -> failure reason logged last
         self._step_down_seen: str | None = None  # the value acted on, until it is gone
+        self._step_down_removed = False  # ... and our removal of it succeeded
         self._timer = _RelabelTimer(self._on_timer, f"relabel-{config.identity}")
-        if publisher is not None:  # None: a test of the relabels alone
-            publisher.use_known_pods(self._known_pods)
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.use_known_pods(None)
         self._timer.close(RETRY_JOIN)
         self._api.close()
 
@@ -292,23 +285,18 @@ class Reconciler:
                       name, _uid(body))
             return
         if event_type is None:  # a listing: a relist may have missed a DELETED
-            self.group.synced = False
             self._timer.soon(RESYNC, RESYNC_DELAY)
         if event_type == "DELETED":
             if name == self.config.identity:
                 self.own_pod_gone(body)
             return
         if name == self.config.identity:
-            self.own_pod(body, patch)
+            self.own_pod(body, patch, listed=event_type is None)
             self.sweep()  # e.g. we just became leader: our own label change brings us here
         else:
             self.other_pod(body)
 
-    def _known_pods(self) -> list[Mapping[str, Any]] | None:
-        """The group as the watch shows it, once synced (the gate's view), else None."""
-        return self.group.snapshot() if self.group.synced else None
-
-    def own_pod(self, body: Mapping[str, Any], patch: Any) -> None:
+    def own_pod(self, body: Mapping[str, Any], patch: Any, listed: bool = False) -> None:
         metadata = body.get("metadata", {})
         if metadata.get("deletionTimestamp"):
             self.leave_on_delete()
@@ -319,7 +307,7 @@ class Reconciler:
             return
         annotations = metadata.get("annotations") or {}
         if STEP_DOWN_ANNOTATION in annotations:
-            self.step_down(annotations[STEP_DOWN_ANNOTATION])
+            self.step_down(annotations[STEP_DOWN_ANNOTATION], listed)
         else:
             self._step_down_seen = None  # removed (by us or anyone): a new request is new
         if self._unlike_written(body):
@@ -407,15 +395,17 @@ class Reconciler:
             f"(was {status.role.value}) so that a successor takes over while it drains",
         )
 
-    def step_down(self, value: str) -> None:
+    def step_down(self, value: str, listed: bool = False) -> None:
         """Acted on at once, removed later (`REMOVAL_DELAY`, on the timer's thread): the
         removal is not on the way to the successor and does not compete with the
         demotion's patch of the same pod. Events that still show the value acted on
         (older than the removal) are not acted on again; the removal's own event, which
-        shows no annotation, ends that, so a request made after it is a new one."""
-        if value == self._step_down_seen:
+        shows no annotation, ends that, so a request made after it is a new one. A
+        listing (after kopf's watch broke) may have skipped that event: once our removal
+        succeeded, a listed pod that shows the value again was annotated again."""
+        if value == self._step_down_seen and not (listed and self._step_down_removed):
             return
-        self._step_down_seen = value
+        self._step_down_seen, self._step_down_removed = value, False
         self._act_on_step_down(value)
         self._timer.soon(STEP_DOWN, REMOVAL_DELAY)
 
@@ -465,6 +455,7 @@ class Reconciler:
         except Exception as error:
             self._removal_failed(error)
         else:
+            self._step_down_removed = True
             self._timer.forget(STEP_DOWN)
 
     def _removal_failed(self, error: Exception) -> None:
@@ -583,7 +574,6 @@ class Reconciler:
         self._timer.forget(RESYNC)
         present = {_uid(pod) for pod in (listed or {}).get("items") or []}
         ghosts = self.group.prune(present, since)
-        self.group.synced = True
         if ghosts:
             log.info("pods %s are gone (deleted while the watch was away): forgotten",
                      ", ".join(sorted(ghosts)))

@@ -12,13 +12,16 @@ step-down annotations wait for the operator, which reads the pods it watches whe
 starts.
 
 Graceful stop (SIGTERM, SIGINT), in this order, each step bounded in time:
-1. demote: `unknown` into the role files (waited for), then the pod label is requested;
+1. demote: `unknown` into the role files, then onto the pod's label (both waited for; the
+   label at most `board.BARRIER_SECONDS`, and not while the API is failing);
 2. delete the own znode, so the successor is woken at once, not after a session timeout;
-3. wait (bounded) until the `unknown` label is on the pod, close the ZooKeeper session;
+3. wait (bounded) until everything queued for the pod is written, close the session;
 4. stop the operator, publishers, HTTP and the writer (cancel-and-wait); exit 0.
 
-The label is requested before the znode is deleted but not waited for: a slow or dead API
-server must not delay the successor (it clears a stale `leader` label itself).
+The label is off before the znode goes so that the successor, which clears every other
+`leader` label before it labels itself (sidecar/labelgate.py), finds nothing to clear:
+one API round trip on the way to the successor, the two labels never both `leader`. A
+slow or dead API server delays the successor by the bound at most.
 
 `leave()` (the preStop hook) runs steps 1 and 2 and keeps the process alive.
 """

@@ -6,7 +6,6 @@ stopped, verbs taken out of the chart's Role, a second client writing the same p
 from __future__ import annotations
 
 import datetime as dt
-
 import logging
 import time
 

@@ -76,8 +76,9 @@ def test_a_label_changed_since_it_was_read_is_left_alone(kube_ns, kube_config, a
     try:
         gate = LeaderLabelGate(api, kube_ns.namespace, "app-0", f"{GROUP_LABEL}={ELECTION}",
                                "role", EPOCH_ANNOTATION)
-        gate.known_pods = lambda: [as_read]  # the watch's view, one change behind
-        assert gate.clear(9) is Gate.STALE  # it listed again, and found epoch 11
+        assert gate._relabel(as_read, 9) == (Gate.CLEAR, True)  # changed: to be listed again
+        assert kube_ns.labels("app-1")["role"] == "leader"
+        assert gate.clear(9) is Gate.STALE  # listed: epoch 11, newer than ours
     finally:
         api.close()
     assert kube_ns.labels("app-1")["role"] == "leader"
