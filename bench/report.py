@@ -126,21 +126,28 @@ def cluster_failover_section(data: dict[str, Any]) -> list[str]:
         "which two pods carried `role=leader`. Median (p95). (`bench/cluster_failover.py`)",
         "",
         "| pods | action | rounds | double labels | another pod labelled leader | leader "
-        "Service's EndpointSlice on it | no other pod labelled leader |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "Service's EndpointSlice on it | no other pod labelled leader | no pod labelled "
+        "leader |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size, actions in data["sizes"].items():
         for action, row in actions.items():
             lines.append(f"| {size} | {action} | {row['rounds']} | "
                          f"{row['double_label_instants']} | {_ms(row['labelled'])} | "
-                         f"{_ms(row['endpoint'])} | {_ms(row['only'])} |")
+                         f"{_ms(row['endpoint'])} | {_ms(row['only'])} | "
+                         f"{_ms(row['unlabelled'])} |")
     lines += [
         "",
         "Targets for the graceful actions: median 50 ms and p95 100 ms to the new label, "
-        "median 100 ms to the EndpointSlice, no double label.",
+        "median 100 ms to the EndpointSlice, no double label. *No pod labelled leader* is "
+        "the price of the order: the old label goes before the new one comes, and the "
+        "leader Service has no endpoint in between.",
         "",
         "Where the time goes, from the sidecars' own log lines set beside the watch "
-        "(`sidecar/lab/cluster/timeline.py`), median (p95):",
+        "(`sidecar/lab/cluster/timeline.py`), median (p95). The preStop hook's `leader-sidecar "
+        "leave` is not on the way: the kubelet runs a native sidecar's hook after the "
+        "application has stopped, two seconds later; the sidecar's own watch of its pod has "
+        "left long before.",
         "",
         "| pods | action | " + " | ".join(TIMELINE_PARTS.values()) + " |",
         "| ---: | --- |" + " ---: |" * len(TIMELINE_PARTS),
@@ -190,7 +197,10 @@ def exclusive_labels_section(before: dict[str, Any], after: dict[str, Any]) -> l
         "`leader` (`bench/baseline/before-exclusive-labels-cluster-failover.json`, same "
         "benchmark and machine, 5 pods). *After*: the successor clears every other leader "
         "label before it labels itself, and a leaving leader's own label is off before "
-        "its znode goes (`sidecar/labelgate.py`). Median (p95) from the action's record.",
+        "its znode goes (`sidecar/labelgate.py`). Median (p95) from the action's record. "
+        "(In the *before* run the pod runner still ran the native sidecar's preStop hook at "
+        "the deletion, not after the application as the kubelet does: one process start-up "
+        "more in the graceful rounds' window.)",
         "",
         "| pods | action | before: double labels | before: new label | after: double "
         "labels | after: new label |",

@@ -218,7 +218,9 @@ class GroupWatch:
                         return seen
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"endpoints {wanted}: not within {timeout:.0f} s")
+                    last = self.endpoints[-1].ready if self.endpoints else None
+                    raise TimeoutError(f"endpoints {wanted}: not within {timeout:.0f} s "
+                                       f"(last seen {last}, slices {self._slices})")
                 self._cond.wait(remaining)
 
     def settled_leader(self, replicas: int) -> str | None:
