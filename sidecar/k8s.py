@@ -37,7 +37,7 @@ stops writing labels for good (one log line): the new pod's label is never overw
 the old container's last `unknown`.
 
 Events are aggregated and limited as client-go's recorder does: a repeat of an Event
-(same pod, reason, message and type) within `AGGREGATE_WINDOW` patches the count and
+(same pod, reason, message and type) within `kubeevents.AGGREGATE_WINDOW` patches the count and
 `lastTimestamp` of the one posted instead of posting another, and each involved pod and
 reason gets at most `SPAM_BURST` posts or counts, then one per `SPAM_REFILL` seconds (a
 flapping link cannot post thousands an hour); what the limit drops is counted
@@ -62,7 +62,6 @@ import http.client
 import logging
 import random
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +74,7 @@ from .kubeapi import (
     KubeApi,
     load_connection,
 )
+from .kubeevents import EventLimiter, PendingEvent, event_body
 from .labelgate import Gate, LeaderLabelGate
 from .metrics import Metrics
 from .state import Role, RoleStatus
@@ -87,20 +87,14 @@ LEADER_ANNOTATION = "leader-election/leader"
 STEP_DOWN_ANNOTATION = "leader-election/step-down"
 ELECTED, DEMOTED, STEPPED_DOWN = "Elected", "Demoted", "SteppedDown"
 STALE_LEADER = "StaleLeaderLabel"  # another pod's leader label, relabelled to follower
-COMPONENT = "leader-sidecar"
 PUBLISHER = "kubernetes"  # the `publisher` label value of the shared metrics
 MAX_PENDING_EVENTS = 32
-# client-go's EventCorrelator: repeats within 10 minutes are counted on one Event; a
-# token bucket per involved object of 25, refilled one per 5 minutes.
-AGGREGATE_WINDOW = 600.0
 # A handover's burst of API requests is the leaders' label patches only: a change of the
 # annotations alone (a follower learning the new leader) and Events wait this long, and
 # go as one request each when a burst of changes came meanwhile. The API server of a
 # small cluster answers a lone patch in a few ms and the same patch in tens of ms when a
 # dozen others arrive with it (measured on the local control plane: docs/benchmarks.md).
 DEFER_SECONDS = 0.25
-SPAM_BURST = 25
-SPAM_REFILL = 300.0
 
 
 class KubernetesApiError(Exception):
@@ -254,61 +248,6 @@ class Wanted:
         if uid:
             metadata["uid"] = uid
         return {"metadata": metadata}
-
-
-@dataclasses.dataclass
-class _Posted:
-    """An Event this publisher posted, for counting its repeats."""
-
-    name: str
-    count: int
-    at: float  # monotonic time of the last post or repeat
-
-
-class EventLimiter:
-    """client-go's event correlation, the parts a sidecar needs: `repeat_of` finds the Event
-    a new one repeats within `AGGREGATE_WINDOW`; `allow` is the per-pod token bucket.
-    Worker thread only."""
-
-    def __init__(self, window: float = AGGREGATE_WINDOW, burst: int = SPAM_BURST,
-                 refill: float = SPAM_REFILL) -> None:
-        self.window, self.burst, self.refill = window, burst, refill
-        self._posted: dict[tuple[str, str, str, str], _Posted] = {}
-        # (pod, reason) -> (tokens, as of): client-go's spam key is the source, the
-        # involved object, the type and the reason.
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-
-    @staticmethod
-    def key(event: PendingEvent) -> tuple[str, str, str, str]:
-        return (event.pod, event.reason, event.message, event.type)
-
-    def repeat_of(self, event: PendingEvent, now: float) -> _Posted | None:
-        posted = self._posted.get(self.key(event))
-        return posted if posted is not None and now - posted.at < self.window else None
-
-    def allow(self, event: PendingEvent, now: float) -> bool:
-        """A post (or a counted repeat) of `event` now, within the token bucket."""
-        key = (event.pod, event.reason)
-        tokens, since = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - since) / self.refill)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
-
-    def posted(self, event: PendingEvent, name: str, count: int, now: float) -> None:
-        self._posted = {k: v for k, v in self._posted.items() if now - v.at < self.window}
-        self._posted[self.key(event)] = _Posted(name, count, now)
-
-
-@dataclasses.dataclass(frozen=True)
-class PendingEvent:
-    reason: str
-    message: str
-    type: str
-    when: dt.datetime
-    pod: str  # the involved pod (the own pod unless the operator names another)
-    uid: str | None = None
-    queued: float = dataclasses.field(default_factory=time.monotonic, compare=False)
 
 
 class KubernetesPublisher:
@@ -721,40 +660,9 @@ class KubernetesPublisher:
             else:
                 self._limiter.posted(event, previous.name, previous.count + 1, now)
                 return
-        body = self._event_body(event, own_uid)
+        body = event_body(event, self.namespace, self.pod, own_uid)
         self._api.create_event(self.namespace, body)
         self._limiter.posted(event, body["metadata"]["name"], 1, now)
-
-    def _event_body(self, event: PendingEvent, own_uid: str | None) -> dict[str, Any]:
-        stamp = event.when.strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": event.pod,
-            "namespace": self.namespace,
-        }
-        uid = event.uid if event.pod != self.pod else (event.uid or own_uid)
-        if uid:
-            involved["uid"] = uid
-        return {
-            "apiVersion": "v1",
-            "kind": "Event",
-            # client-go's naming: unique without generateName, sortable by time.
-            "metadata": {
-                "name": f"{event.pod}.{time.time_ns():x}{secrets.token_hex(2)}",
-                "namespace": self.namespace,
-            },
-            "involvedObject": involved,
-            "reason": event.reason,
-            "message": event.message,
-            "type": event.type,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-            "source": {"component": COMPONENT, "host": self.pod},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.pod,
-        }
 
     # ---- reporting (worker thread only)
 

@@ -69,13 +69,11 @@ kubelet anyway); relabels while the pod is out of the watch's selector.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import kopf
@@ -88,13 +86,14 @@ from .k8s import (
     STALE_LEADER,
     STEP_DOWN_ANNOTATION,
     STEPPED_DOWN,
-    Backoff,
     KubernetesPublisher,
     api_connection,
     classify,
     core_api,
 )
 from .kubeapi import ApiError
+from .podgroup import PodGroup, uid_of
+from .retrytimer import RetryTimer
 from .state import Role, RoleStatus
 
 if TYPE_CHECKING:
@@ -108,7 +107,6 @@ STOP_GRACE = 1.0  # for kopf to stop by its flag before it is cancelled
 TLS_CLOSE_PAUSE = 0.25
 SHOWN_VALUE_CHARACTERS = 80  # of an annotation's value (up to 256 KiB) in an Event
 CONFIRM_PAUSES = (0.2, 0.5, 1.0)  # between GETs of the own pod that failed, after a DELETED
-RELABEL_BACKOFF = (0.1, 3.0)  # base and cap, in seconds, as the publisher's
 RETRY_JOIN = 1.0  # for the relabel timer's thread to end on close
 # The timer's keys besides pod names (no pod name has "/"): the check after a listing,
 # the step-down annotation's removal, the check of an own label unlike the one written.
@@ -116,145 +114,8 @@ RESYNC, STEP_DOWN, RESTORE = "/resync", "/step-down", "/restore"
 REMOVAL_DELAY = 0.25  # seconds after a step-down request is acted on
 RESTORE_DELAY = 0.2  # seconds an own label unlike the one written may be an older event
 RESYNC_DELAY = 1.0  # after the last listed pod: kopf's listing comes in chunks
-GONE_UIDS_KEPT = 256  # uids of deleted or replaced pods, to ignore their late events
 
 PodState = Literal["deleted", "deleting", "present", "unknown"]
-
-
-def _uid(body: Mapping[str, Any]) -> str:
-    metadata = body.get("metadata", {})
-    # Every pod has a uid; a body without one (a hand-made one) is known by its name.
-    return str(metadata.get("uid") or metadata.get("name", ""))
-
-
-@dataclasses.dataclass
-class _Group:
-    """The last seen labels and annotations of the group's pods (kopf's watch feeds it),
-    by uid: a name is reused by the next pod of a StatefulSet, a uid never is."""
-
-    pods: dict[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    seen: dict[str, float] = dataclasses.field(default_factory=dict)  # uid -> monotonic
-    gone: collections.OrderedDict[str, None] = dataclasses.field(
-        default_factory=collections.OrderedDict)
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    def update(self, body: Mapping[str, Any], deleted: bool = False) -> bool:
-        """Record an event of `body`; False if it is a late one of a pod already gone."""
-        uid, name = _uid(body), body.get("metadata", {}).get("name", "")
-        with self.lock:
-            if deleted:
-                # Not marked gone: a pod whose group label was edited is DELETED for the
-                # watch, and comes back (same uid) once the label is back.
-                self._remove(uid, gone=False)
-                return True
-            if uid in self.gone:
-                return False
-            for other in [u for u, b in self.pods.items()
-                          if u != uid and b.get("metadata", {}).get("name") == name]:
-                self._remove(other)  # the same name, another pod: the old one is gone
-            self.pods[uid] = body
-            self.seen[uid] = time.monotonic()
-            return True
-
-    def remove(self, body: Mapping[str, Any]) -> None:
-        with self.lock:
-            self._remove(_uid(body))
-
-    def prune(self, present: set[str], since: float) -> list[str]:
-        """Drop the pods a list made at `since` did not show and no event showed since:
-        pods deleted while the watch was away. Returns their names."""
-        with self.lock:
-            ghosts = [u for u in self.pods if u not in present and self.seen[u] < since]
-            names = [self.pods[u].get("metadata", {}).get("name", "") for u in ghosts]
-            for uid in ghosts:
-                self._remove(uid, gone=False)  # maybe only out of the selector
-            return names
-
-    def _remove(self, uid: str, gone: bool = True) -> None:
-        self.pods.pop(uid, None)
-        self.seen.pop(uid, None)
-        if not gone:
-            return
-        self.gone[uid] = None
-        while len(self.gone) > GONE_UIDS_KEPT:
-            self.gone.popitem(last=False)
-
-    def snapshot(self) -> list[Mapping[str, Any]]:
-        with self.lock:
-            return list(self.pods.values())
-
-    def get(self, name: str) -> Mapping[str, Any] | None:
-        with self.lock:
-            for body in self.pods.values():
-                if body.get("metadata", {}).get("name") == name:
-                    return body
-            return None
-
-
-class _RelabelTimer:
-    """Pods whose relabel is to be tried again, each after its own backoff delay, on a
-    thread of their own (kopf's timers would put a finalizer on the pods)."""
-
-    def __init__(self, attempt: Callable[[str], None], name: str) -> None:
-        self._attempt = attempt
-        self._cond = threading.Condition()
-        self._due: dict[str, float] = {}  # pod -> monotonic time of its next try
-        self._backoffs: dict[str, Backoff] = {}
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def later(self, pod: str) -> None:
-        """Try `pod` again after its next backoff delay."""
-        with self._cond:
-            if self._closed:
-                return
-            backoff = self._backoffs.setdefault(pod, Backoff(*RELABEL_BACKOFF))
-            self._due[pod] = time.monotonic() + backoff.next_delay()
-            self._cond.notify_all()
-
-    def soon(self, pod: str, delay: float = 0.0) -> None:
-        """Try `pod` after `delay` (again: the newest call counts), not after a backoff."""
-        with self._cond:
-            if self._closed:
-                return
-            self._due[pod] = time.monotonic() + delay
-            self._cond.notify_all()
-
-    def forget(self, pod: str) -> None:
-        """`pod`'s try succeeded or is moot: a later failure starts its backoff afresh. A
-        try scheduled meanwhile (by another thread, while this one was at it) stays: it
-        judges afresh, and dropping it could lose a request made during the try."""
-        with self._cond:
-            self._backoffs.pop(pod, None)
-
-    def close(self, timeout: float) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while (pod := self._next_due()) is not None:
-            try:
-                self._attempt(pod)
-            except Exception:  # a bug: say so, and keep the other pods' tries going
-                log.exception("relabel of pod %r on the timer failed", pod)
-
-    def _next_due(self) -> str | None:
-        """Wait for the pod whose try is due first; None once closed."""
-        with self._cond:
-            while not self._closed:
-                if not self._due:
-                    self._cond.wait()
-                    continue
-                pod, when = min(self._due.items(), key=lambda item: item[1])
-                remaining = when - time.monotonic()
-                if remaining <= 0:
-                    del self._due[pod]
-                    return pod
-                self._cond.wait(remaining)
-            return None
 
 
 class Reconciler:
@@ -266,13 +127,13 @@ class Reconciler:
         self.config = config
         self.control = control
         self.publisher = publisher
-        self.group = _Group()
+        self.group = PodGroup()
         self._api = core_api(config)
         self._left_on_delete = False
         self._relabel_logged: dict[str, str] = {}  # pod -> failure reason logged last
         self._step_down_seen: str | None = None  # the value acted on, until it is gone
         self._step_down_removed = False  # ... and our removal of it succeeded
-        self._timer = _RelabelTimer(self._on_timer, f"relabel-{config.identity}")
+        self._timer = RetryTimer(self._on_timer, f"relabel-{config.identity}")
 
     def close(self) -> None:
         self._timer.close(RETRY_JOIN)
@@ -282,7 +143,7 @@ class Reconciler:
         name = body.get("metadata", {}).get("name", "")
         if not self.group.update(body, deleted=event_type == "DELETED"):
             log.debug("late event of pod %r (uid %s), deleted or replaced since: ignored",
-                      name, _uid(body))
+                      name, uid_of(body))
             return
         if event_type is None:  # a listing: a relist may have missed a DELETED
             self._timer.soon(RESYNC, RESYNC_DELAY)
@@ -572,7 +433,7 @@ class Reconciler:
             self._timer.later(RESYNC)
             return
         self._timer.forget(RESYNC)
-        present = {_uid(pod) for pod in (listed or {}).get("items") or []}
+        present = {uid_of(pod) for pod in (listed or {}).get("items") or []}
         ghosts = self.group.prune(present, since)
         if ghosts:
             log.info("pods %s are gone (deleted while the watch was away): forgotten",
