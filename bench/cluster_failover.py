@@ -99,7 +99,7 @@ def run_size(cluster: LocalCluster, ensemble: Ensemble, base: Path, replicas: in
                     cpu[action].append(cpu_spent(before, cpu_by_process()))
                     results[action].append(failover)
                     release.wait_settled(60)
-                    breakdowns[action].append(parts(failover, release.runner.workdir))
+                    breakdowns[action].append(parts(failover, release.stand_in.workdir))
                     print(f"{replicas} pods, round {number + 1:>3} {action:<9} "
                           f"labelled {failover.seconds['labelled'] * 1000:6.0f} ms  "
                           f"endpoint {failover.seconds['endpoint'] * 1000:6.0f} ms  "
@@ -111,7 +111,7 @@ def run_size(cluster: LocalCluster, ensemble: Ensemble, base: Path, replicas: in
                     time.sleep(args.settle)
     finally:
         if args.keep_logs is not None:
-            shutil.copytree(release.runner.workdir, args.keep_logs / namespace,
+            shutil.copytree(release.stand_in.workdir, args.keep_logs / namespace,
                             dirs_exist_ok=True)
             with contextlib.suppress(OSError):
                 shutil.copy(cluster.audit_log, args.keep_logs / f"{namespace}-audit.log")

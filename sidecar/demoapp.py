@@ -17,6 +17,7 @@ import datetime as dt
 import http.server
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -105,6 +106,8 @@ def run(role_dir: Path, port: int = 8080, host: str = "0.0.0.0") -> int:
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
+        # One line on the pod's log: when the kubelet's SIGTERM came, after the preStop hook.
+        print(f"demo-app: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}

