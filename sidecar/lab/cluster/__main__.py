@@ -14,6 +14,7 @@ import time
 
 from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
+from sidecar.lab.node.images import ImageError
 
 DEFAULT_NAME = "leader-sidecar"
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"with {nodes}", file=sys.stderr)
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
-    except (binaries.BuildError, ClusterError) as error:
+    except (binaries.BuildError, ClusterError, ImageError) as error:
         print(f"leader-sidecar: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

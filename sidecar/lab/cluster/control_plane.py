@@ -296,7 +296,8 @@ def kwokctl_extra_args(extra_args: list[str]) -> list[str]:
     value comes after another component's second one panics ("index out of range").
     The order of the values of one component is kept."""
     seen: set[str] = set()
-    firsts, rest = [], []
+    firsts: list[str] = []
+    rest: list[str] = []
     for extra in extra_args:
         component = extra.split("=", 1)[0]
         (rest if component in seen else firsts).append(extra)

@@ -69,14 +69,14 @@ class RealNodeCluster(LocalCluster):
         if (node.dir / "pids" / "kubelet.pid").exists():
             return
         started = time.monotonic()
+        from sidecar.lab.node.images import ImageError, ensure_images
         try:
             node_bin = binaries.ensure_built(binaries.NODE)
-            from sidecar.lab.node.images import ensure_images
             node = RealNode(self, node_bin, ensure_images(node_bin / "coredns"))
             _log(f"starting the real node {node.name} (containerd, kubelet, kube-proxy, "
                  "CoreDNS, local-path-provisioner) ...")
             node.start(timeout)
-        except (NodeError, binaries.BuildError) as error:
+        except (NodeError, binaries.BuildError, ImageError) as error:
             raise ClusterError(str(error)) from error
         _log(f"node {node.name} Ready in {time.monotonic() - started:.1f} s")
 

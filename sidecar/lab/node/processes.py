@@ -24,8 +24,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 POD_CGROUP = "kubepods"
 
 
-class ProcessError(Exception):
-    """A node process could not start or died; the message is one line."""
+# The processes this interpreter started, kept so that they are reaped when stopped (and
+# never collected while they run, which Python reports as a ResourceWarning).
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def start(node_dir: Path, name: str, command: list[str],
@@ -36,6 +37,7 @@ def start(node_dir: Path, name: str, command: list[str],
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    start_new_session=True, env={**os.environ, **(env or {})})
     (node_dir / "pids" / f"{name}.pid").write_text(f"{process.pid}\n")
+    _children[process.pid] = process
     return process.pid
 
 
@@ -83,6 +85,9 @@ def _terminate(pids: list[int], grace: float) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        child = _children.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=10)
 
 
 def _exe_in(pid: int, bin_dir: Path) -> bool:
