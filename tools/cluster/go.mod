@@ -1,5 +1,5 @@
 // Pins the real control-plane binaries that the local cluster runs (see README.md).
-// Nothing here is our code: scripts/build-cluster-tools.sh builds the tool packages below
+// Nothing here is our code: sidecar/lab/cluster/binaries.py builds the tool packages below
 // into a cache outside the repository.
 module github.com/leader-sidecar/leader-sidecar/tools/cluster
 
