@@ -14,6 +14,7 @@ that names the missing feature.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,6 @@ def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealNodeCluster]:
             cluster.collect_logs(ARTIFACTS / "real-node")
             node_logs = cluster.node().dir / "logs"
             if node_logs.exists():
-                import shutil
                 shutil.copytree(node_logs, ARTIFACTS / "real-node" / "node-logs",
                                 dirs_exist_ok=True)
         cluster.down()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import time
@@ -231,7 +232,6 @@ def test_a_killed_sidecar_container_is_restarted_and_leadership_moves(
     container_id = container_status(pod, "leader-sidecar")["containerID"].split("//", 1)[1]
     info = json.loads(cluster.node().crictl("inspect", container_id))
     pid = int(info["info"]["pid"])
-    import os
     os.kill(pid, signal.SIGKILL)
     wait(lambda: container_status(node_release.get_json("pod", leader), "leader-sidecar")
          ["restartCount"] == before + 1, SLACK, "the kubelet restarted the sidecar")

@@ -18,6 +18,8 @@ once the node is Ready with CoreDNS answering; `down()` leaves nothing of the no
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from pathlib import Path
 from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
 from sidecar.lab.node import network
+from sidecar.lab.node.images import ImageError, ensure_images
 from sidecar.lab.node.realnode import NodeError, RealNode, network_state_dir
 
 
@@ -69,7 +72,6 @@ class RealNodeCluster(LocalCluster):
         if (node.dir / "pids" / "kubelet.pid").exists():
             return
         started = time.monotonic()
-        from sidecar.lab.node.images import ImageError, ensure_images
         try:
             node_bin = binaries.ensure_built(binaries.NODE)
             node = RealNode(self, node_bin, ensure_images(node_bin / "coredns"))
@@ -86,9 +88,6 @@ class RealNodeCluster(LocalCluster):
             killed = node.stop()
             if killed:
                 _log(f"killed what did not stop: {', '.join(killed)}")
-        network_state_dir(self).joinpath("ip_forward").unlink(missing_ok=True)
-        if network_state_dir(self).exists():
-            network_state_dir(self).rmdir()
 
     def _half_made(self) -> bool:
         return super()._half_made() or network_state_dir(self).exists()
@@ -120,7 +119,6 @@ CHART_VALUES: dict[str, object] = {
 
 def missing_features() -> list[str]:
     """What this machine lacks for a real node, each named; empty when nothing is."""
-    import os
     missing = []
     if os.geteuid() != 0:
         missing.append("root (containerd, the kubelet and the network setup)")
@@ -139,7 +137,6 @@ def missing_features() -> list[str]:
         if not Path(path).exists():
             missing.append(feature)
     for tool in ("iptables", "ip", "openssl", "buildah", "debootstrap"):
-        import shutil
         if shutil.which(tool) is None:
             missing.append(f"the `{tool}` command")
     return missing

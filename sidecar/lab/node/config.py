@@ -95,8 +95,7 @@ def cni_conflist(node_dir: Path) -> str:
     }, indent=2)
 
 
-def kubelet_yaml(node_dir: Path, ca: Path, port: int, healthz_port: int,
-                 cgroup_root: str) -> str:
+def kubelet_yaml(node_dir: Path, ca: Path, port: int, healthz_port: int) -> str:
     return f"""\
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -116,7 +115,7 @@ authorization:
   mode: Webhook
 containerRuntimeEndpoint: unix://{node_dir}/containerd/containerd.sock
 cgroupDriver: cgroupfs
-cgroupRoot: {cgroup_root}
+cgroupRoot: /
 failCgroupV1: false
 failSwapOn: false
 clusterDNS: [{DNS_SERVICE_IP}]

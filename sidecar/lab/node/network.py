@@ -93,6 +93,8 @@ class NodeNetwork:
         if saved.exists():
             FORWARD_SYSCTL.write_text(saved.read_text())
             saved.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_dir.rmdir()
 
 
 def _ensure_jump(chain: str, *rule: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,7 +104,7 @@ class RealNode:
             pki.kubeconfig(self.dir / f"{name}.kubeconfig", server, ca_dir / "ca.crt",
                            cert, key, user)
         (self.dir / "kubelet.yaml").write_text(config.kubelet_yaml(
-            self.dir, ca_dir / "ca.crt", free_port(), free_port(), "/"))
+            self.dir, ca_dir / "ca.crt", free_port(), free_port()))
         (self.dir / "kube-proxy.yaml").write_text(config.kube_proxy_yaml(
             self.dir / "kube-proxy.kubeconfig", self.name, free_port(), free_port()))
 
@@ -174,8 +175,8 @@ class RealNode:
         self.cluster.kubectl("rollout", "status", "-n", "kube-system", "deployment/coredns",
                              f"--timeout={int(timeout)}s", timeout=timeout + 10)
 
-    def _until(self, what: str, timeout: float, check: object, process: str) -> None:
-        assert callable(check)
+    def _until(self, what: str, timeout: float, check: Callable[[], bool],
+               process: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
