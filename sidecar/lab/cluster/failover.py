@@ -100,8 +100,12 @@ def fail_over(release: ChartRelease, watch: GroupWatch, action: str,
     only = watch.wait_for(lambda s: s.leaders == (new.name,), mark, timeout,
                           f"{action}: only {new.name} labelled leader")
     ip = new.ip or watch.ip(new.name)
-    endpoint = watch.wait_endpoints((ip,) if ip else (), start, timeout)
-    seconds = {"labelled": new.at - start, "endpoint": endpoint.at - start,
+    # From the command, not from `start`: the slice and the pods come on two watch
+    # streams, so on a busy machine the slice's change can arrive before the pod event
+    # that dates the action; waiting for a change after `start` then waited for one that
+    # had already come (a 60 s timeout seen twice). Such an early arrival counts as 0.
+    endpoint = watch.wait_endpoints((ip,) if ip else (), commanded, timeout)
+    seconds = {"labelled": new.at - start, "endpoint": max(0.0, endpoint.at - start),
                "only": max(only.at, new.at) - start}
     old_off = watch.wait_for(lambda s: s.uid == old_uid and (s.role != "leader"
                                                              or s.type == "DELETED"),
