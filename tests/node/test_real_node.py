@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 import time
@@ -19,6 +18,8 @@ import pytest
 
 from sidecar.lab.cluster.failover import fail_over, settled, watch_release
 from sidecar.lab.cluster.release import ChartRelease, wait
+from sidecar.lab.node import chartzk
+from sidecar.lab.node.chartzk import exec_in
 from sidecar.lab.node.cluster import RealNodeCluster
 
 pytestmark = pytest.mark.timeout(600)
@@ -27,40 +28,11 @@ SLACK = 120.0
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def exec_in(release: ChartRelease, pod: str, container: str, *command: str,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [release.cluster.tool("kubectl"), "--kubeconfig", str(release.cluster.kubeconfig),
-         "-n", release.namespace, "exec", pod, "-c", container, "--", *command],
-        capture_output=True, text=True, timeout=60, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exec {pod}/{container} {command}: {result.stderr.strip()}")
-    return result
-
-
-def zk_pods(release: ChartRelease) -> list[str]:
-    items = release.get_json("pods", "-l", f"app.kubernetes.io/instance={release.name},"
-                             "app.kubernetes.io/component=zookeeper")["items"]
-    return sorted(p["metadata"]["name"] for p in items)
-
-
-def zk_mode(release: ChartRelease, pod: str) -> str:
-    out = exec_in(release, pod, "zookeeper", "bash", "-c",
-                  "echo srvr | nc -w 2 127.0.0.1 2181", check=False).stdout
-    modes = [line.split(":", 1)[1].strip() for line in out.splitlines()
-             if line.startswith("Mode:")]
-    return modes[0] if modes else "none"
-
-
-def zk_modes(release: ChartRelease) -> list[str]:
-    return sorted(zk_mode(release, pod) for pod in zk_pods(release))
-
-
 def zk_client(release: ChartRelease) -> Any:
     """kazoo from the host, through the node's bridge, to the servers' pod IPs."""
     from kazoo.client import KazooClient
 
-    hosts = ",".join(f"{release.pod_ip(pod)}:2181" for pod in zk_pods(release))
+    hosts = ",".join(f"{release.pod_ip(pod)}:2181" for pod in chartzk.pods(release))
     client = KazooClient(hosts=hosts, timeout=10.0)
     client.start(timeout=30)
     return client
@@ -114,8 +86,8 @@ def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
 # --- reading -----------------------------------------------------------------------------
 
 def test_the_chart_s_zookeeper_forms_a_quorum(node_release: ChartRelease) -> None:
-    assert len(zk_pods(node_release)) == 3
-    wait(lambda: zk_modes(node_release) == ["follower", "follower", "leader"], SLACK,
+    assert len(chartzk.pods(node_release)) == 3
+    wait(lambda: chartzk.modes(node_release) == chartzk.QUORUM, SLACK,
          "srvr: one leader and two followers")
     claims = node_release.get_json("pvc", "-l", f"app.kubernetes.io/instance={node_release.name}")
     assert sorted(c["status"]["phase"] for c in claims["items"]) == ["Bound"] * 3
@@ -167,7 +139,7 @@ def test_runtimes_enforce_the_security_context(node_release: ChartRelease) -> No
         assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
     assert exec_in(node_release, pod, "leader-sidecar", "test", "-s", token, check=False).returncode == 0
     assert exec_in(node_release, pod, "app", "test", "-e", token, check=False).returncode != 0
-    zk = zk_pods(node_release)[0]
+    zk = chartzk.pods(node_release)[0]
     assert exec_in(node_release, zk, "zookeeper", "id", "-u").stdout.strip() == "1000"
     assert exec_in(node_release, zk, "zookeeper", "touch", "/probe", check=False).returncode != 0
 
@@ -224,15 +196,10 @@ def _iso(stamp: float) -> str:
 
 def test_a_killed_sidecar_container_is_restarted_and_leadership_moves(
         node_release: ChartRelease) -> None:
-    cluster = node_release.cluster
-    assert isinstance(cluster, RealNodeCluster)
     leader = node_release.wait_settled(SLACK)
     pod = node_release.get_json("pod", leader)
     before = container_status(pod, "leader-sidecar")["restartCount"]
-    container_id = container_status(pod, "leader-sidecar")["containerID"].split("//", 1)[1]
-    info = json.loads(cluster.node().crictl("inspect", container_id))
-    pid = int(info["info"]["pid"])
-    os.kill(pid, signal.SIGKILL)
+    node_release.signal_sidecar(leader, signal.SIGKILL)  # its pid, found through the CRI
     wait(lambda: container_status(node_release.get_json("pod", leader), "leader-sidecar")
          ["restartCount"] == before + 1, SLACK, "the kubelet restarted the sidecar")
     # Its old session holds the leadership until ZooKeeper expires it (6 s); the restarted
@@ -253,10 +220,11 @@ def test_deleting_the_zookeeper_leader_keeps_one_leader_and_the_znodes(
     finally:
         client.stop()
         client.close()
-    zk_leader = next(pod for pod in zk_pods(node_release) if zk_mode(node_release, pod) == "leader")
+    zk_leader = chartzk.leader(node_release)
+    assert zk_leader is not None
     with contextlib.closing(watch_release(node_release)) as watch:
         node_release.kubectl("delete", "pod", zk_leader)
-        wait(lambda: zk_modes(node_release) == ["follower", "follower", "leader"], SLACK * 2,
+        wait(lambda: chartzk.modes(node_release) == chartzk.QUORUM, SLACK * 2,
              "the ensemble has three servers in a quorum again")
         node_release.wait_settled(SLACK)
         assert watch.doubles_since(0.0) == []

@@ -179,6 +179,12 @@ class LocalCluster:
     def _half_made(self) -> bool:
         return self.cluster_dir.exists()
 
+    def signal_container(self, namespace: str, pod: str, container: str,
+                         sig: signal.Signals) -> None:
+        """Send `sig` to a container's main process (a crash, a freeze). kwok's pods have
+        no processes: a `ChartRelease` signals its pod runner's instead."""
+        raise ClusterError(f"no container runtime on kwok's nodes for {namespace}/{pod}")
+
     def down(self) -> None:
         self._before_down()
         if self.cluster_dir.exists():

@@ -2,11 +2,11 @@
 
 Shared by `bench/cluster_failover.py`, the exclusivity tests and `leader-sidecar demo
 --cluster`. The actions are what users do to the pod labelled `role=leader`: `kubectl
-delete pod` (*graceful*), a crash of its sidecar (*crash*, SIGKILL through the pod
-runner), `kubectl annotate ... leader-election/step-down=now` (*step-down*); and, for
-the crash-order test, *freeze* (SIGSTOP of the leader's sidecar, SIGCONT once another
-pod is labelled: a frozen process keeps its pod's `leader` label for the successor to
-clear).
+delete pod` (*graceful*), a crash of its sidecar (*crash*, SIGKILL of its process: the pod
+runner's on kwok's nodes, the container's on a real node), `kubectl annotate ...
+leader-election/step-down=now` (*step-down*); and, for the crash-order test, *freeze*
+(SIGSTOP of the leader's sidecar, SIGCONT once another pod is labelled: a frozen process
+keeps its pod's `leader` label for the successor to clear).
 
 Everything is read from a `GroupWatch` (a watch of the group's pods and of the leader
 Service's EndpointSlices), never sampled. The clock starts at the action *as the API
@@ -66,9 +66,9 @@ def act(release: ChartRelease, action: str, leader: str) -> None:
                         "delete", "pod", leader, "--wait=false"],
                        capture_output=True, check=True, timeout=30)
     elif action == "crash":
-        release.stand_in.kill(leader, signal.SIGKILL)
+        release.signal_sidecar(leader, signal.SIGKILL)
     elif action == "freeze":
-        release.stand_in.kill(leader, signal.SIGSTOP)
+        release.signal_sidecar(leader, signal.SIGSTOP)
     elif action == "step-down":
         release.kubectl("annotate", "pod", leader, "leader-election/step-down=now",
                         "--overwrite")
@@ -96,7 +96,7 @@ def fail_over(release: ChartRelease, watch: GroupWatch, action: str,
                              timeout, f"{action}: another pod labelled leader")
     finally:
         if action == "freeze":
-            release.stand_in.kill(leader, signal.SIGCONT)
+            release.signal_sidecar(leader, signal.SIGCONT)
     only = watch.wait_for(lambda s: s.leaders == (new.name,), mark, timeout,
                           f"{action}: only {new.name} labelled leader")
     ip = new.ip or watch.ip(new.name)

@@ -19,6 +19,7 @@ a person (or a script) would read them.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tempfile
 import time
@@ -73,6 +74,14 @@ class ChartRelease:
         if self.runner is None:
             raise ClusterError("no pod runner: a real kubelet runs these pods")
         return self.runner
+
+    def signal_sidecar(self, pod: str, sig: signal.Signals) -> None:
+        """`sig` to the sidecar of `pod`: its process under the pod runner on kwok's nodes,
+        its container's main process on a real node."""
+        if self.runner is not None:
+            self.runner.kill(pod, sig)
+        else:
+            self.cluster.signal_container(self.namespace, pod, "leader-sidecar", sig)
 
     # --- life cycle ---------------------------------------------------------------------
 

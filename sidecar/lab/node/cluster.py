@@ -18,8 +18,10 @@ once the node is Ready with CoreDNS answering; `down()` leaves nothing of the no
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -91,6 +93,20 @@ class RealNodeCluster(LocalCluster):
 
     def _half_made(self) -> bool:
         return super()._half_made() or network_state_dir(self).exists()
+
+    def signal_container(self, namespace: str, pod: str, container: str,
+                         sig: signal.Signals) -> None:
+        """`sig` to the container's main process, found through the CRI (its pid on the
+        host): what a crash or the OOM killer does, which the kubelet then sees."""
+        status = json.loads(self.kubectl("-n", namespace, "get", "pod", pod, "-o", "json"))
+        statuses = (status["status"].get("containerStatuses") or []) + (
+            status["status"].get("initContainerStatuses") or [])
+        found = [s for s in statuses if s["name"] == container and s.get("containerID")]
+        if not found:
+            raise ClusterError(f"{namespace}/{pod} has no running container {container}")
+        container_id = found[0]["containerID"].split("//", 1)[1]
+        info = json.loads(self.node().crictl("inspect", container_id))
+        os.kill(int(info["info"]["pid"]), sig)
 
     def _take_the_bridge(self) -> None:
         """One real node per machine: the bridge, its addresses and the iptables chains
