@@ -3,9 +3,16 @@
 # leader-sidecar image, load it into the nodes, install the chart, and run `helm test`.
 # Re-running it rebuilds the image and upgrades the release in place.
 #
-# Settings (environment): KIND_CLUSTER_NAME (leader-sidecar), RELEASE (demo),
+# TARGET=local runs the same flow without Docker, on the cluster that $KUBECONFIG names
+# (`make cluster-up NODE=real`: a local control plane with one real node). The images are
+# built with buildah and imported into the node's containerd with a tag per build
+# (`python -m sidecar.lab.cluster load`) instead of `kind create cluster`, `docker build`
+# and `kind load`; every later step is the same.
+#
+# Settings (environment): TARGET (kind), KIND_CLUSTER_NAME (leader-sidecar), RELEASE (demo),
 # NAMESPACE (leader-election), IMAGE_REPO (leader-sidecar), KIND_NODE_IMAGE (the node image
-# pinned in kind-config.yaml), HELM_TIMEOUT (10m). Arguments go to `helm upgrade`, e.g.
+# pinned in kind-config.yaml), HELM_TIMEOUT (10m), PYTHON (python3, for TARGET=local).
+# Arguments go to `helm upgrade`, e.g.
 #   bash scripts/kind-up.sh --set zookeeper.persistence.enabled=false
 set -euo pipefail
 
@@ -19,58 +26,89 @@ need() {
         fi
     done
 }
-need docker kind helm kubectl
+TARGET=${TARGET:-kind}
+case $TARGET in
+    kind) need docker kind helm kubectl ;;
+    local) need helm kubectl ;;
+    *) echo "kind-up: TARGET is kind or local, not '$TARGET'" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${KIND_CLUSTER_NAME:-leader-sidecar}
 RELEASE=${RELEASE:-demo}
 NAMESPACE=${NAMESPACE:-leader-election}
 IMAGE_REPO=${IMAGE_REPO:-leader-sidecar}
-CONTEXT=kind-$CLUSTER
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if ! docker info >/dev/null 2>&1; then
-    echo "kind-up: docker is installed but its engine does not answer; start Docker and retry" >&2
-    exit 1
-fi
+# kind's steps: the cluster, the image, its load into the nodes. They leave the helm and
+# kubectl options for the chosen cluster in HELM_CTX and KUBECTL_CTX, and the image's
+# chart values in SETS.
+kind_cluster_and_image() {
+    local context=kind-$CLUSTER image_id tag
+    HELM_CTX=(--kube-context "$context")
+    KUBECTL_CTX=(--context "$context")
+    if ! docker info >/dev/null 2>&1; then
+        echo "kind-up: docker is installed but its engine does not answer; start Docker and retry" >&2
+        exit 1
+    fi
+    if kind get clusters 2>/dev/null | grep -qx -- "$CLUSTER"; then
+        step "kind cluster $CLUSTER exists, reusing it"
+    else
+        step "creating kind cluster $CLUSTER (1 control plane, 3 workers)"
+        kind create cluster --name "$CLUSTER" --config "$ROOT/kind-config.yaml" \
+            ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} --wait 180s
+    fi
 
-if kind get clusters 2>/dev/null | grep -qx -- "$CLUSTER"; then
-    step "kind cluster $CLUSTER exists, reusing it"
-else
-    step "creating kind cluster $CLUSTER (1 control plane, 3 workers)"
-    kind create cluster --name "$CLUSTER" --config "$ROOT/kind-config.yaml" \
-        ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"} --wait 180s
-fi
+    step "building the image"
+    DOCKER_BUILDKIT=1 docker build -t "$IMAGE_REPO:build" "$ROOT"  # RUN --mount needs BuildKit
+    # A tag per build (from the image id), so that `helm upgrade` rolls the pods onto it.
+    image_id=$(docker image inspect --format '{{.Id}}' "$IMAGE_REPO:build")
+    image_id=${image_id#sha256:}
+    tag=dev-${image_id:0:12}
+    docker tag "$IMAGE_REPO:build" "$IMAGE_REPO:$tag"
 
-step "building the image"
-DOCKER_BUILDKIT=1 docker build -t "$IMAGE_REPO:build" "$ROOT"  # RUN --mount needs BuildKit
-# A tag per build (from the image id), so that `helm upgrade` rolls the pods onto it.
-image_id=$(docker image inspect --format '{{.Id}}' "$IMAGE_REPO:build")
-image_id=${image_id#sha256:}
-TAG=dev-${image_id:0:12}
-docker tag "$IMAGE_REPO:build" "$IMAGE_REPO:$TAG"
+    step "loading $IMAGE_REPO:$tag into the nodes"
+    kind load docker-image "$IMAGE_REPO:$tag" --name "$CLUSTER"
+    SETS=(--set image.repository="$IMAGE_REPO" --set image.tag="$tag" --set image.pullPolicy=Never)
+}
 
-step "loading $IMAGE_REPO:$TAG into the nodes"
-kind load docker-image "$IMAGE_REPO:$TAG" --name "$CLUSTER"
+# The local cluster's steps: its images, built here and imported into its node.
+local_images() {
+    local values value
+    HELM_CTX=()  # the current context of $KUBECONFIG
+    KUBECTL_CTX=()
+    if [[ -z ${KUBECONFIG:-} ]]; then
+        echo "kind-up: TARGET=local needs KUBECONFIG (make cluster-up NODE=real prints it)" >&2
+        exit 2
+    fi
+    step "building the images and loading them into the local node"
+    values=$(cd "$ROOT" && "${PYTHON:-python3}" -m sidecar.lab.cluster load --kubeconfig "$KUBECONFIG")
+    SETS=()
+    while IFS= read -r value; do
+        SETS+=(--set "$value")
+        echo "    $value"
+    done <<<"$values"
+}
+
+if [[ $TARGET == local ]]; then local_images; else kind_cluster_and_image; fi
 
 step "installing the chart (release $RELEASE, namespace $NAMESPACE)"
 helm upgrade --install "$RELEASE" "$ROOT/charts/leader-election" \
-    --kube-context "$CONTEXT" --namespace "$NAMESPACE" --create-namespace \
-    --set image.repository="$IMAGE_REPO" --set image.tag="$TAG" --set image.pullPolicy=Never \
+    "${HELM_CTX[@]}" --namespace "$NAMESPACE" --create-namespace "${SETS[@]}" \
     --wait --timeout "${HELM_TIMEOUT:-10m}" "$@"
 
 step "helm test"
-helm test "$RELEASE" --kube-context "$CONTEXT" --namespace "$NAMESPACE" --logs
+helm test "$RELEASE" "${HELM_CTX[@]}" --namespace "$NAMESPACE" --logs
 
 step "pods and their roles"
-kubectl --context "$CONTEXT" --namespace "$NAMESPACE" get pods \
+kubectl "${KUBECTL_CTX[@]}" --namespace "$NAMESPACE" get pods \
     -l "app.kubernetes.io/instance=$RELEASE" -L "${ROLE_LABEL:-role}"
 
 cat <<MSG
 
 Ready. The leader carries the label role=leader:
-  kubectl --context $CONTEXT -n $NAMESPACE get pods -L role
-Measure failovers:  make kind-failover
-Remove the cluster: make kind-down
+  kubectl ${KUBECTL_CTX[*]} -n $NAMESPACE get pods -L role
+Measure failovers:  TARGET=$TARGET make kind-failover
+Remove it:          $([[ $TARGET == local ]] && echo "make cluster-down" || echo "make kind-down")
 MSG

@@ -1,9 +1,13 @@
-"""`python -m sidecar.lab.cluster build|up|down|status`: the local control plane for people.
+"""`python -m sidecar.lab.cluster build|up|down|status|load`: the local control plane for
+people.
 
 `up` builds the binaries if needed, starts the cluster (or finds it running) and prints
 `export KUBECONFIG=<path>` as its last line; `down` stops it and removes what it made.
 `--node real` gives the cluster one real node (kubelet, containerd, runc) instead of kwok's;
 `build --node real` builds the node's binaries and images without starting anything.
+`load` (a running real node) builds the images anew if their sources changed, imports them
+into the node's containerd with a tag per build, and prints the chart values that use them
+(`key=value` lines for `helm --set`): what `docker build` and `kind load` do for kind.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
@@ -38,17 +43,43 @@ def build(node: str) -> None:
             print(archive)
 
 
+def load(name: str, kubeconfig: Path | None) -> None:
+    from sidecar.lab.node.cluster import CHART_VALUES, RealNodeCluster
+    from sidecar.lab.node.images import ensure_images
+
+    # A cluster's kubeconfig is <workdir>/clusters/<name>/kubeconfig.yaml.
+    cluster = (default_cluster(name, node="real") if kubeconfig is None else
+               RealNodeCluster(kubeconfig.parent.name, kubeconfig.parent.parent.parent))
+    assert isinstance(cluster, RealNodeCluster)
+    if not (cluster.node().dir / "pids" / "kubelet.pid").exists():
+        where = kubeconfig or f"cluster {name}"
+        raise ClusterError(f"no real node runs for {where}: "
+                           "start one with make cluster-up NODE=real")
+    node_bin = binaries.ensure_built(binaries.NODE)
+    built = cluster.node().load_images(ensure_images(node_bin / "coredns"))
+    for prefix, image in (("image", CHART_VALUES["image"]),
+                          ("zookeeper.image", CHART_VALUES["zookeeper"]["image"])):
+        repository, tag = built[f"{image['repository']}:{image['tag']}"].rsplit(":", 1)
+        print(f"{prefix}.repository={repository}\n{prefix}.tag={tag}\n"
+              f"{prefix}.pullPolicy={image['pullPolicy']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar.lab.cluster")
-    parser.add_argument("command", choices=["build", "up", "down", "status"])
+    parser.add_argument("command", choices=["build", "up", "down", "status", "load"])
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--nodes", type=int, default=3, help="kwok nodes")
+    parser.add_argument("--kubeconfig", type=Path,
+                        help="load: the real node's cluster by its kubeconfig")
     parser.add_argument("--node", choices=["kwok", "real"], default="kwok",
                         help="kwok's nodes (run nothing) or one real node (runs containers)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
             build(args.node)
+            return 0
+        if args.command == "load":
+            load(args.name, args.kubeconfig and args.kubeconfig.resolve())
             return 0
         if args.command in ("up", "status"):
             binaries.ensure_built()

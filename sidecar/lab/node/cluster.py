@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
@@ -126,7 +127,7 @@ def _log(message: str) -> None:
 
 
 # The chart's defaults but for the images: the ones built here, never pulled.
-CHART_VALUES: dict[str, object] = {
+CHART_VALUES: dict[str, Any] = {
     "image": {"repository": "localhost/leader-sidecar", "tag": "dev", "pullPolicy": "Never"},
     "zookeeper": {"image": {"repository": "localhost/leader-sidecar-lab/zookeeper",
                             "tag": "3.9.4", "pullPolicy": "Never"}},

@@ -127,6 +127,21 @@ class RealNode:
             if name not in present:
                 self.ctr("images", "import", "--local", str(archive))
 
+    def load_images(self, images: dict[str, Path]) -> dict[str, str]:
+        """Import each image whose build containerd lacks, under its name and under a name
+        of its build (`<tag>-<digest>`, from the archive), as `kind load` does with a tag per
+        build: `helm upgrade --set image.tag=<build>` then rolls the pods onto a new build.
+        Returns image name -> the build's name."""
+        present = set(self.ctr("images", "list", "--quiet").split())
+        built = {}
+        for name, archive in images.items():
+            build = f"{name}-{archive.stem.rsplit('-', 1)[1][:12]}"
+            if build not in present:
+                self.ctr("images", "import", "--local", str(archive))
+                self.ctr("images", "tag", "--force", name, build)
+            built[name] = build
+        return built
+
     def _start_kubelet(self, timeout: float) -> None:
         processes.start(self.dir, "kubelet", [
             str(self.bin_dir / "kubelet"),
