@@ -9,7 +9,9 @@
 #
 # A failover counts as done when exactly one other pod carries role=leader AND the leader
 # Service's ready endpoints are exactly that pod: what a client of the Service sees.
-# Settings (environment): KIND_CLUSTER_NAME (leader-sidecar), RELEASE (demo),
+# TARGET=local measures the release on the cluster that $KUBECONFIG names (its current
+# context; `make cluster-up NODE=real`) instead of the kind cluster's context.
+# Settings (environment): TARGET (kind), KIND_CLUSTER_NAME (leader-sidecar), RELEASE (demo),
 # NAMESPACE (leader-election), ROLE_LABEL (role), FAILOVER_TIMEOUT (120 seconds).
 set -euo pipefail
 
@@ -23,7 +25,11 @@ RELEASE=${RELEASE:-demo}
 NAMESPACE=${NAMESPACE:-leader-election}
 ROLE_LABEL=${ROLE_LABEL:-role}
 TIMEOUT=${FAILOVER_TIMEOUT:-120}
-K=(kubectl --context "kind-$CLUSTER" --namespace "$NAMESPACE")
+case ${TARGET:-kind} in
+    kind) WHERE="context kind-$CLUSTER"; K=(kubectl --context "kind-$CLUSTER" --namespace "$NAMESPACE") ;;
+    local) WHERE="KUBECONFIG ${KUBECONFIG:-unset}"; K=(kubectl --namespace "$NAMESPACE") ;;
+    *) echo "kind-failover: TARGET is kind or local, not '$TARGET'" >&2; exit 2 ;;
+esac
 APP="app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=app"
 ZK="app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=zookeeper"
 LEADER_SVC="app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=leader-service"
@@ -80,7 +86,7 @@ settle() {
 }
 
 SERVICE=$("${K[@]}" get services -l "$LEADER_SVC" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null) \
-    || die "no leader Service of release $RELEASE in namespace $NAMESPACE (context kind-$CLUSTER); run make kind-up first"
+    || die "no leader Service of release $RELEASE in namespace $NAMESPACE ($WHERE); run make kind-up first"
 [[ -n $SERVICE ]] || die "no leader Service of release $RELEASE in namespace $NAMESPACE; run make kind-up first"
 STS_APP=$("${K[@]}" get statefulsets -l "$APP" -o name)
 STS_ZK=$("${K[@]}" get statefulsets -l "$ZK" -o name)

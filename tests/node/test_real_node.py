@@ -237,7 +237,7 @@ def test_deleting_the_zookeeper_leader_keeps_one_leader_and_the_znodes(
         client.close()
 
 
-def test_helm_uninstall_leaves_no_pod_claim_or_volume(node_release: ChartRelease) -> None:
+def test_helm_uninstall_leaves_no_pod_claim_volume_or_rule(node_release: ChartRelease) -> None:
     node_release.uninstall(timeout=180)
     wait(lambda: not node_release.get_json("pods")["items"], SLACK, "no pod left")
     wait(lambda: not node_release.get_json("pvc")["items"], SLACK, "no claim left")
@@ -246,7 +246,16 @@ def test_helm_uninstall_leaves_no_pod_claim_or_volume(node_release: ChartRelease
     cluster = node_release.cluster
     assert isinstance(cluster, RealNodeCluster)
     volumes = cluster.node().dir / "local-path"
+    # The ensemble's data (every znode of the election) lived in these directories.
     wait(lambda: not any(volumes.iterdir()), SLACK, "the volumes' directories removed")
+    # kube-proxy's rules name each Service as <namespace>/<name>: none is left on the node.
+    wait(lambda: f"{node_release.namespace}/" not in _iptables_rules(), SLACK,
+         "no iptables rule for the release's Services")
+
+
+def _iptables_rules() -> str:
+    return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True,
+                          timeout=30).stdout
 
 
 def test_cluster_down_leaves_nothing_behind(real_cluster: RealNodeCluster) -> None:
