@@ -29,6 +29,7 @@ help:
 	@echo "make node-tools     build the real node's binaries and images (once)"
 	@echo "make cluster-down   stop it and remove what it made"
 	@echo "make kind-up | kind-failover | kind-down   the kind flow (needs Docker, kind, helm, kubectl)"
+	@echo "make kind-up TARGET=local | kind-failover TARGET=local   its steps on make cluster-up NODE=real"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -113,15 +114,25 @@ demo: $(STAMP) zookeeper
 	$(PY) -m sidecar demo
 
 # The user's flow live on the local control plane (chart installed by helm); ROUNDS=N ends
-# after N failovers.
+# after N failovers. Its node is a real one where this machine can run it (root, ...) and
+# kwok's otherwise; NODE=real or NODE=kwok chooses.
+DEMO_NODE := $(if $(filter command line environment,$(origin NODE)),$(NODE),auto)
 demo-cluster: $(STAMP) zookeeper cluster-tools
-	$(PY) -m sidecar demo --cluster $(if $(ROUNDS),--rounds $(ROUNDS),)
+	$(PY) -m sidecar demo --cluster --node $(DEMO_NODE) $(if $(ROUNDS),--rounds $(ROUNDS),)
 
+# The kind flow. TARGET=local runs its steps but `kind create`, `docker build` and `kind
+# load` on the cluster of `make cluster-up NODE=real` (no Docker needed).
+TARGET ?= kind
+ifeq ($(TARGET),local)
+KIND_ENV = TARGET=local PYTHON="$(CURDIR)/$(PY)" \
+  PATH="$$($(PY) -c 'from sidecar.lab.cluster import binaries as b; print(b.bin_dir(b.CONTROL_PLANE))'):$$PATH" \
+  KUBECONFIG="$${KUBECONFIG:-$$($(PY) -c 'from sidecar.lab.cluster.__main__ import default_cluster as c; print(c().kubeconfig)')}"
+endif
 kind-up:
-	bash scripts/kind-up.sh
+	$(KIND_ENV) bash scripts/kind-up.sh
 
 kind-failover:
-	bash scripts/kind-failover.sh
+	$(KIND_ENV) bash scripts/kind-failover.sh
 
 kind-down:
 	bash scripts/kind-down.sh

@@ -143,6 +143,11 @@ def _demo_command_arguments(demo: argparse.ArgumentParser) -> None:
         help="the user's flow on a local Kubernetes control plane with the chart installed "
              "by helm (builds the control-plane binaries on first use)",
     )
+    demo.add_argument(
+        "--node", choices=["auto", "real", "kwok"], default="auto",
+        help="--cluster: one real node (kubelet, containerd, runc; needs root) or kwok's "
+             "nodes with a pod runner; auto: real where this machine can run it",
+    )
 
 
 def _demo_app_arguments(app: argparse.ArgumentParser) -> None:

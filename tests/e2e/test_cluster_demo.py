@@ -24,8 +24,8 @@ def test_unattended_cluster_demo_runs_three_failovers_and_cleans_up(tmp_path: Pa
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar", "demo", "--cluster", "--rounds", "3",
-         "--interval", "0.5"],
+        [sys.executable, "-m", "sidecar", "demo", "--cluster", "--node", "kwok",
+         "--rounds", "3", "--interval", "0.5"],
         env=env, capture_output=True, text=True, timeout=400, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
