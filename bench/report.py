@@ -16,6 +16,9 @@ RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
 PLOT = DOCS / "failover-latency.png"
 CLUSTER_PLOT = DOCS / "cluster-failover.png"
+CLIENT_PLOT = DOCS / "client-failover.png"
+
+import client_report  # noqa: E402
 
 from sidecar.lab.cluster.failover import MEASURES as CLUSTER_MEASURES  # noqa: E402
 from sidecar.lab.cluster.timeline import PARTS as TIMELINE_PARTS  # noqa: E402
@@ -191,6 +194,11 @@ def cluster_failover_section(data: dict[str, Any]) -> list[str]:
     lines += ["", "![failover on the local control plane](cluster-failover.png)", "",
               f"Machine: {machine_text(data['machine'])}.", ""]
     return lines
+
+
+def client_failover_section(data: dict[str, Any]) -> list[str]:
+    client_report.plot(data, CLIENT_PLOT)
+    return client_report.section(data, load("cluster_failover"), CLIENT_PLOT.name)
 
 
 def exclusive_labels_section(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -510,8 +518,8 @@ def main() -> int:
         "",
     ]
     sections = (("failover", failover_section), ("cluster_failover", cluster_failover_section),
-                ("herd", herd_section), ("scale", scale_section), ("idle", idle_section),
-                ("safety", safety_section))
+                ("client_failover", client_failover_section), ("herd", herd_section),
+                ("scale", scale_section), ("idle", idle_section), ("safety", safety_section))
     notes = ROOT / "bench" / "NOTES.md"
     baseline_file = ROOT / "bench" / "baseline" / "before-anchor.json"
     for name, render in sections:

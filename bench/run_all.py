@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 FULL = {
     "failover": [],
     "cluster_failover": [],
+    "client_failover": [],
     "herd": [],
     "scale": [],
     "idle": [],
@@ -28,6 +29,7 @@ FULL = {
 QUICK = {
     "failover": ["--graceful-rounds", "5", "--crash-rounds", "2"],
     "cluster_failover": ["--rounds", "2", "--crash-rounds", "1", "--replicas", "3"],
+    "client_failover": ["--rounds", "1"],
     "herd": ["--sizes", "10,50", "--rounds", "2"],
     "scale": ["--candidates", "50", "--graceful-rounds", "2", "--crash-rounds", "2",
               "--load-seconds", "3"],
