@@ -61,10 +61,11 @@ cluster-tools: go
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CLUSTER) build --node $(NODE) >/dev/null
 
 # The real node's host tools from Debian (buildah and debootstrap build the images, runc's
-# build needs libseccomp, kube-proxy needs iptables and conntrack), then its Go binaries
-# (kubelet, kube-proxy, containerd, runc, crictl, CoreDNS, CNI plugins, local-path) and
-# its images, each built once into the cache.
-NODE_DEBS := buildah debootstrap iptables conntrack libseccomp-dev
+# build needs libseccomp, kube-proxy needs iptables and conntrack, nftables' nft removes the
+# NetworkPolicy agent's table), then its Go binaries (kubelet, kube-proxy, containerd, runc,
+# crictl, CoreDNS, CNI plugins, local-path, kube-network-policies) and its images, each
+# built once into the cache.
+NODE_DEBS := buildah debootstrap iptables conntrack libseccomp-dev nftables
 node-tools: go
 	@missing=$$(for p in $(NODE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -6,8 +6,8 @@ Two tool sets, each built into a directory of its own:
 - `NODE`, the real node: kubelet and kube-proxy from the same `k8s.io/kubernetes` pin
   (`tools/cluster/`), and one module per upstream project under `tools/node/`, so that each
   builds with the dependency versions its own release was tested with: containerd (with
-  its shim and `ctr`), runc, crictl, CoreDNS, the CNI plugins and rancher's
-  local-path-provisioner.
+  its shim and `ctr`), runc, crictl, CoreDNS, the CNI plugins, rancher's
+  local-path-provisioner and kube-network-policies (the NetworkPolicy agent).
 
 `ensure_built()` compiles each tool with `go build` into a cache outside the repository,
 `${LEADER_SIDECAR_CACHE:-${XDG_CACHE_HOME:-~/.cache}/leader-sidecar}/<set>-<version>-<pin>/bin`,
@@ -111,6 +111,10 @@ NODE_TOOLS: tuple[Tool, ...] = (
       for path in ("main/bridge", "ipam/host-local", "main/loopback", "meta/portmap")),
     Tool("local-path-provisioner", "github.com/rancher/local-path-provisioner",
          module="node/localpath"),
+    # The standard NetworkPolicy agent (v0.8.0 has one main package, cmd/; the admin
+    # network policy APIs stay off, they are flags of the same binary).
+    Tool("kube-network-policies", "sigs.k8s.io/kube-network-policies/cmd",
+         module="node/netpol"),
 )
 NODE = ToolSet(f"node-{KUBE_VERSION}", NODE_TOOLS, minutes=6)
 

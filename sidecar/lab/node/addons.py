@@ -1,5 +1,6 @@
 """What kind installs beside its node, written for the real node: CoreDNS as the cluster's
-DNS Service, and rancher's local-path-provisioner behind a default StorageClass.
+DNS Service, rancher's local-path-provisioner behind a default StorageClass, and the
+NetworkPolicy enforcement that kind's kindnet embeds (kube-network-policies).
 
 CoreDNS runs as a pod on the node (image built here), answers for `cluster.local` and
 forwards nothing: pods have no way off this machine, so neither has their DNS.
@@ -7,6 +8,10 @@ The provisioner runs as a host process with a certificate of its own
 (`system:local-path-provisioner`) bound to upstream's ClusterRole; its helper pods (which
 make and remove the volume directories under the node's directory) run on the node from
 the Debian base image built here.
+The NetworkPolicy agent runs as a host process too, as the ServiceAccount of upstream's
+DaemonSet (`kube-system/kube-network-policies`, see `pki.py` for why a token) with
+upstream's ClusterRole: list and watch pods, namespaces and NetworkPolicies. Nodes and the
+admin network policy APIs are left out: v0.8.0 reads them only with the admin policies on.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ HELPER_IMAGE = "localhost/bookworm:minbase"
 LOCAL_PATH_NAMESPACE = "local-path-storage"
 LOCAL_PATH_USER = "system:local-path-provisioner"
 STORAGE_CLASS = "standard"  # kind's name for it
+NETWORK_POLICY_AGENT = "kube-network-policies"  # its ServiceAccount, in kube-system
 
 COREDNS = f"""\
 apiVersion: v1
@@ -140,6 +146,39 @@ spec:
     - {{name: dns, port: 53, protocol: UDP}}
     - {{name: dns-tcp, port: 53, protocol: TCP}}
     - {{name: metrics, port: 9153, protocol: TCP}}
+"""
+
+NETWORK_POLICIES = f"""\
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {NETWORK_POLICY_AGENT}
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {NETWORK_POLICY_AGENT}
+rules:
+  - apiGroups: [""]
+    resources: ["pods", "namespaces"]
+    verbs: ["list", "watch"]
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["networkpolicies"]
+    verbs: ["list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {NETWORK_POLICY_AGENT}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {NETWORK_POLICY_AGENT}
+subjects:
+  - kind: ServiceAccount
+    name: {NETWORK_POLICY_AGENT}
+    namespace: kube-system
 """
 
 

@@ -79,7 +79,7 @@ class RealNodeCluster(LocalCluster):
             node_bin = binaries.ensure_built(binaries.NODE)
             node = RealNode(self, node_bin, ensure_images(node_bin / "coredns"))
             _log(f"starting the real node {node.name} (containerd, kubelet, kube-proxy, "
-                 "CoreDNS, local-path-provisioner) ...")
+                 "kube-network-policies, CoreDNS, local-path-provisioner) ...")
             node.start(timeout)
         except (NodeError, binaries.BuildError, ImageError) as error:
             raise ClusterError(str(error)) from error
@@ -146,6 +146,8 @@ def missing_features() -> list[str]:
         "/proc/self/ns/net": "network namespaces",
         "/sys/fs/cgroup/memory": "the cgroup v1 memory controller",
         "/dev/kmsg": "/dev/kmsg (the kubelet's OOM watcher)",
+        "/proc/net/netfilter/nfnetlink_queue":
+            "netfilter's NFQUEUE (nfnetlink_queue: the NetworkPolicy agent's verdicts)",
     }
     unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
     for path, feature in checks.items():
@@ -153,7 +155,9 @@ def missing_features() -> list[str]:
             continue
         if not Path(path).exists():
             missing.append(feature)
-    for tool in ("iptables", "ip", "openssl", "buildah", "debootstrap"):
+    # nft: the NetworkPolicy agent's table is removed with it (the agent itself talks
+    # netlink); unshare: the agent's own /var/run.
+    for tool in ("iptables", "ip", "openssl", "buildah", "debootstrap", "nft", "unshare"):
         if shutil.which(tool) is None:
             missing.append(f"the `{tool}` command")
     return missing

@@ -10,7 +10,12 @@ What the host is, and what follows from it:
   is collected cannot be pulled back).
 - Everything the node writes lives under its directory: containerd's root, state and
   sockets (network namespaces included), the kubelet's root and pod logs, the CNI IPAM
-  state, and the volumes of the local-path provisioner.
+  state, and the volumes of the local-path provisioner. containerd's NRI socket too: in
+  `<node>/run/nri/nri.sock` instead of the host's `/var/run/nri/nri.sock`. The
+  NetworkPolicy agent, whose NRI plugin knows only that fixed path, sees `<node>/run` as
+  its `/var/run` (`processes.with_own_run`), and learns each pod's address from containerd
+  as the sandbox starts, before the pod's first packet (upstream's fix for
+  kubernetes/kubernetes#85966: the API server would tell it later).
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ from sidecar.lab.node.network import (
 )
 
 PAUSE_IMAGE = "localhost/pause:3.10"
+
+
+def run_dir(node_dir: Path) -> Path:
+    """What the node's programs that know only fixed `/var/run` paths see there."""
+    return node_dir / "run"
 
 
 def containerd_toml(node_dir: Path, bin_dir: Path) -> str:
@@ -62,6 +72,12 @@ state = "{root}/state"
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{bin_dir}"]
     conf_dir = "{node_dir}/cni/net.d"
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = false
+  socket_path = "{run_dir(node_dir)}/nri/nri.sock"
+  plugin_path = "{node_dir}/nri/plugins"
+  plugin_config_path = "{node_dir}/nri/conf.d"
 
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"

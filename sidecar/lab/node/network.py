@@ -12,9 +12,23 @@ Guaranteed: pods never send traffic off this machine. They have no default route
 the pod subnet and the Service range), nothing masquerades them, and `LSNODE-FORWARD`
 drops anything from the bridge that would leave on another interface. The API server's
 port answers on loopback and on the bridge only (`LSNODE-INPUT`).
+
+NetworkPolicies: `queue_pod_connections()` sends the first packet of every new connection
+from or to a pod (but those of the host's root: the kubelet's probes) to the agent's
+NFQUEUE, where kube-network-policies accepts or drops it by the policies. The agent's own
+nftables rules would do that, but its `queue` expression needs the kernel's nft_queue,
+which this machine's kernel lacks (it has xt_NFQUEUE, which iptables uses): its table
+fails to load, with "netlink receive: no such file or directory" in its log, so
+`LSNODE-NETPOL` (mangle POSTROUTING, after DNAT and across the bridge through
+br_netfilter) does the queueing instead, for every pod rather than the policed ones
+only: the agent accepts the others. (Where a kernel has nft_queue, the agent's table
+loads too and a connection is judged twice, to the same verdict.) Fail closed: while no
+agent listens, no new pod connection goes through.
+
 `down()` removes the bridge, the route, every chain named KUBE-*, CNI-* or LSNODE-* (with
-the jumps to them) in IPv4 and IPv6, and restores `net.ipv4.ip_forward`; it can run
-twice, or after a crash, and finds nothing the second time.
+the jumps to them) in IPv4 and IPv6, the NetworkPolicy agent's nftables table
+(`inet kube-network-policies`), and restores `net.ipv4.ip_forward`; it can run twice, or
+after a crash, and finds nothing the second time.
 Not guaranteed: two real nodes on one machine (the bridge name is fixed; `RealNode`
 holds a lock for it).
 """
@@ -25,6 +39,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -37,6 +52,12 @@ DNS_SERVICE_IP = "10.96.0.10"
 OUR_CHAINS = ("KUBE-", "CNI-", "LSNODE-")
 TABLES = ("filter", "nat", "mangle", "raw")
 FORWARD_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
+# kube-network-policies' table (its default name; v0.8.0 has no flag for it), on a kernel
+# where it loads. Its rules queue the first packet of each connection to or from a
+# policed pod to the agent: left behind without the agent, they drop those connections.
+POLICY_TABLE = ("inet", "kube-network-policies")
+POLICY_CHAIN = "LSNODE-NETPOL"
+NFQUEUE_STATS = Path("/proc/net/netfilter/nfnetlink_queue")
 
 
 class NetworkError(Exception):
@@ -89,6 +110,7 @@ class NodeNetwork:
         run("ip", "route", "del", "blackhole", SERVICE_CIDR, check=False)
         for tool in ("iptables", "ip6tables"):
             remove_chains(tool)
+        remove_policy_table()
         saved = self.state_dir / "ip_forward"
         if saved.exists():
             FORWARD_SYSCTL.write_text(saved.read_text())
@@ -97,10 +119,10 @@ class NodeNetwork:
             self.state_dir.rmdir()
 
 
-def _ensure_jump(chain: str, *rule: str) -> None:
-    if subprocess.run(["iptables", "-C", chain, *rule], capture_output=True,
+def _ensure_jump(chain: str, *rule: str, table: str = "filter") -> None:
+    if subprocess.run(["iptables", "-t", table, "-C", chain, *rule], capture_output=True,
                       check=False).returncode != 0:
-        run("iptables", "-I", chain, "1", *rule)
+        run("iptables", "-t", table, "-I", chain, "1", *rule)
 
 
 def ours(chain: str) -> bool:
@@ -128,9 +150,54 @@ def remove_chains(tool: str) -> list[str]:
     return removed
 
 
+def queue_bound(queue: int) -> bool:
+    """A program listens on NFQUEUE `queue` (the agent binds it once its caches synced)."""
+    try:
+        lines = NFQUEUE_STATS.read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split()[:1] == [str(queue)] for line in lines)
+
+
+def queue_pod_connections(queue: int) -> None:
+    """`LSNODE-NETPOL`: new connections from or to the pod subnet go to NFQUEUE `queue`,
+    as the agent's own `postrouting` chain would send them (see the module's docstring)."""
+    run("iptables", "-t", "mangle", "-N", POLICY_CHAIN, check=False)
+    run("iptables", "-t", "mangle", "-F", POLICY_CHAIN)
+    rules = [
+        # `meta skuid 0 accept` of upstream: what root on the host sends (the kubelet's
+        # probes) is never policed.
+        ["-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
+        # Only the first packet of a connection gets a verdict.
+        ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
+        ["-s", POD_CIDR, "-j", "NFQUEUE", "--queue-num", str(queue)],
+        ["-d", POD_CIDR, "-j", "NFQUEUE", "--queue-num", str(queue)],
+    ]
+    for rule in rules:
+        run("iptables", "-t", "mangle", "-A", POLICY_CHAIN, *rule)
+    _ensure_jump("POSTROUTING", "-j", POLICY_CHAIN, table="mangle")
+
+
+def policy_table_present() -> bool:
+    """The NetworkPolicy agent's table exists (the agent has synced and programmed it)."""
+    if shutil.which("nft") is None:
+        return False
+    return subprocess.run(["nft", "list", "table", *POLICY_TABLE], capture_output=True,
+                          check=False, timeout=30).returncode == 0
+
+
+def remove_policy_table() -> None:
+    """Delete the agent's table, whether or not the agent removed it itself: it does so
+    only on SIGINT, and not at all when it crashed or was killed."""
+    if policy_table_present():
+        run("nft", "delete", "table", *POLICY_TABLE)
+
+
 def leftovers() -> list[str]:
     """What `down()` must have removed, if any of it is still there."""
     found = []
+    if policy_table_present():
+        found.append(f"nftables table {' '.join(POLICY_TABLE)}")
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         found.append(f"link {BRIDGE}")
     if "blackhole" in run("ip", "route", "show", SERVICE_CIDR, check=False):

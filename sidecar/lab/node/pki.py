@@ -4,15 +4,25 @@ control plane's CA (kwokctl's `pki/ca.crt` and `ca.key`) with `openssl`.
 - the kubelet is `system:node:<name>` in `system:nodes`: the Node authorizer and the
   NodeRestriction admission plugin confine it to its own Node and its pods;
 - kube-proxy is `system:kube-proxy`, bound by the built-in `system:node-proxier` role;
-- the local-path provisioner is `system:local-path-provisioner`, bound by `addons.py`.
+- the local-path provisioner is `system:local-path-provisioner`, bound by `addons.py`;
+- the NetworkPolicy agent (kube-network-policies v0.8.0) takes no kubeconfig: it reads
+  client-go's in-cluster files, so it gets those instead, a token of the ServiceAccount
+  `kube-system/kube-network-policies` (bound by `addons.py`) and the cluster's CA, under
+  a directory that only its own mount namespace sees at `/var/run`.
 
-Guaranteed: a key never leaves the node's directory; certificates last 30 days.
+Guaranteed: a key or token never leaves the node's directory; certificates and tokens
+last 30 days.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
+
+# Where client-go's rest.InClusterConfig() reads a pod's credentials, under /var/run.
+SERVICE_ACCOUNT_DIR = Path("secrets/kubernetes.io/serviceaccount")
+TOKEN_LIFETIME = "720h"  # 30 days, as the certificates
 
 
 class PkiError(Exception):
@@ -70,3 +80,16 @@ current-context: {user}
 """)
     path.chmod(0o600)
     return path
+
+
+def in_cluster_files(run_dir: Path, ca: Path, token: str, namespace: str) -> Path:
+    """The files a pod's ServiceAccount mount holds, under `run_dir`: what a program that
+    only knows `rest.InClusterConfig()` reads once `run_dir` is its `/var/run`."""
+    target = run_dir / SERVICE_ACCOUNT_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca, target / "ca.crt")
+    (target / "namespace").write_text(namespace)
+    token_file = target / "token"
+    token_file.touch(mode=0o600)  # before the token is in it
+    token_file.write_text(token.strip())
+    return target

@@ -1,5 +1,5 @@
-"""Host processes of the real node (containerd, kubelet, kube-proxy, the provisioner), and
-the sweep that leaves nothing of them behind.
+"""Host processes of the real node (containerd, kubelet, kube-proxy, the provisioner, the
+NetworkPolicy agent), and the sweep that leaves nothing of them behind.
 
 Each process starts in a session of its own, so that it outlives `make cluster-up`, with
 its output in `<node>/logs/<name>.log` and its pid in `<node>/pids/<name>.pid`.
@@ -39,6 +39,16 @@ def start(node_dir: Path, name: str, command: list[str],
     (node_dir / "pids" / f"{name}.pid").write_text(f"{process.pid}\n")
     _children[process.pid] = process
     return process.pid
+
+
+def with_own_run(run_dir: Path, command: list[str]) -> list[str]:
+    """`command` in a mount namespace of its own where `run_dir` is `/var/run` (the
+    host's `/run`, through the symlink, on Debian): for a program that reads fixed paths
+    there (client-go's in-cluster credentials, an NRI plugin's socket) without touching
+    the host's. The namespace is private, so the mount never shows on the host, and it
+    ends with the process; `unshare` and `sh` exec, so the pid is the program's."""
+    return ["unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", 'mount --bind "$0" /var/run && exec "$@"', str(run_dir), *command]
 
 
 def pid_of(node_dir: Path, name: str) -> int | None:

@@ -1,17 +1,21 @@
 """One real node joined to the local control plane: containerd and runc run the pods'
 containers, the kubelet runs probes and hooks, kube-proxy programs Services, CoreDNS
-answers cluster names and a local-path provisioner gives PersistentVolumes.
+answers cluster names, a local-path provisioner gives PersistentVolumes and
+kube-network-policies enforces NetworkPolicies.
 
 Start order (each step waits for the one before):
 1. certificates and kubeconfigs for the kubelet, kube-proxy and the provisioner;
 2. containerd, then the images imported into its `k8s.io` namespace (nothing is pulled:
    the node has no way to a registry);
 3. the kubelet, until its Node is Ready;
-4. kube-proxy, CoreDNS (a pod), the provisioner and its StorageClass.
+4. kube-proxy, then the NetworkPolicy agent until it listens on its NFQUEUE, and the
+   rules that queue pod connections to it (before any pod, so that none runs unpoliced);
+5. CoreDNS (a pod), the provisioner and its StorageClass.
 
-Guaranteed: `start()` returns once the Node is Ready and CoreDNS answers; `stop()` leaves
-no process, mount, cgroup, link, route or packet-filter rule of the node behind (see
-`leftovers()`), and removes the node's directory.
+Guaranteed: `start()` returns once the Node is Ready, NetworkPolicies are enforced and
+CoreDNS answers; `stop()` leaves no process, mount, cgroup, link, route, packet-filter
+rule or nftables table of the node behind (see `leftovers()`), and removes the node's
+directory.
 Not guaranteed: the node survives a reboot (nothing restarts it).
 """
 
@@ -20,17 +24,29 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecar.lab.ensemble import free_port
 from sidecar.lab.node import addons, config, pki, processes
-from sidecar.lab.node.network import NODE_IP, NodeNetwork
+from sidecar.lab.node.network import (
+    NODE_IP,
+    NetworkError,
+    NodeNetwork,
+    queue_bound,
+    queue_pod_connections,
+    remove_policy_table,
+)
 from sidecar.lab.node.network import leftovers as network_leftovers
 
 if TYPE_CHECKING:
     from sidecar.lab.cluster.control_plane import LocalCluster
+
+
+# Upstream's DaemonSet's queue number; nothing else here uses NFQUEUE.
+POLICY_QUEUE = 98
 
 
 class NodeError(Exception):
@@ -82,6 +98,7 @@ class RealNode:
         self._import_images()
         self._start_kubelet(timeout)
         self._start_kube_proxy()
+        self._start_network_policies()
         self._start_addons(timeout)
 
     def _write_configs(self) -> None:
@@ -166,6 +183,51 @@ class RealNode:
             str(self.bin_dir / "kube-proxy"), "--config", str(self.dir / "kube-proxy.yaml"),
             "--v", "1"])
 
+    def _start_network_policies(self, timeout: float = 60) -> None:
+        """kube-network-policies, as kindnet embeds it: the first packet of each new
+        connection of a pod goes to the agent (NFQUEUE, `network.queue_pod_connections`),
+        which accepts or drops it by the NetworkPolicies that select either end."""
+        self.cluster.kubectl("apply", "-f", "-", input=addons.NETWORK_POLICIES)
+        token = self.cluster.kubectl("create", "token", "-n", "kube-system",
+                                     addons.NETWORK_POLICY_AGENT,
+                                     f"--duration={pki.TOKEN_LIFETIME}")
+        run_dir = config.run_dir(self.dir)
+        pki.in_cluster_files(run_dir, self.cluster.cluster_dir / "pki" / "ca.crt", token,
+                             "kube-system")
+        api = urllib.parse.urlsplit(self.cluster.server())
+        if api.hostname is None or api.port is None:
+            raise NodeError(f"no host and port in the API server's URL {api.geturl()}")
+        processes.start(self.dir, addons.NETWORK_POLICY_AGENT, processes.with_own_run(
+            run_dir, self._network_policy_command()), env={
+                # With the token and CA above, all that rest.InClusterConfig() reads.
+                "KUBERNETES_SERVICE_HOST": api.hostname,
+                "KUBERNETES_SERVICE_PORT": str(api.port),
+            })
+        # It binds the queue once its informers have synced: from then on it has every
+        # pod, namespace and policy to judge by.
+        self._until(f"the NetworkPolicy agent listens on NFQUEUE {POLICY_QUEUE}", timeout,
+                    lambda: queue_bound(POLICY_QUEUE), addons.NETWORK_POLICY_AGENT)
+        queue_pod_connections(POLICY_QUEUE)
+
+    def _network_policy_command(self) -> list[str]:
+        return [
+            str(self.bin_dir / "kube-network-policies"),
+            "--hostname-override", self.name,
+            "--nfqueue-id", str(POLICY_QUEUE),
+            # Fail closed, upstream's default: a packet it cannot parse is dropped. (Our
+            # NFQUEUE rules have no bypass either: with the agent down, no new pod
+            # connection is let through unchecked.)
+            "--fail-open=false",
+            # Only the standard NetworkPolicy API (the admin ones need CRDs and RBAC of
+            # their own, and queue every packet instead of those of policed pods).
+            "--admin-network-policy=false",
+            "--baseline-admin-network-policy=false",
+            # Its default, ":9080", would answer on every address, the pods' bridge too.
+            "--metrics-bind-address", f"127.0.0.1:{free_port()}",
+            # Each verdict in the log (as upstream's manifest): why a connection failed.
+            "--v", "2",
+        ]
+
     def _start_addons(self, timeout: float) -> None:
         self.cluster.kubectl("apply", "-f", "-", input=addons.COREDNS)
         volumes = self.dir / "local-path"
@@ -206,6 +268,12 @@ class RealNode:
 
     def stop(self) -> list[str]:
         """Stop everything; returns what had to be killed beyond the orderly stop."""
+        # SIGTERM ends the agent at once (it cleans up only on SIGINT, then sleeps 5 s):
+        # its table, where the kernel let it make one, goes right after, by our hand, as
+        # it would after a crash; `LSNODE-NETPOL` goes with the network.
+        processes.stop(self.dir, addons.NETWORK_POLICY_AGENT, grace=5.0)
+        with contextlib.suppress(NetworkError):  # network.down() tries again
+            remove_policy_table()
         for name in ("local-path-provisioner", "kube-proxy", "kubelet"):
             processes.stop(self.dir, name, grace=5.0)
         if processes.running(self.dir, "containerd"):
