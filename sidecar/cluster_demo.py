@@ -40,7 +40,7 @@ from .lab.cluster import binaries
 from .lab.cluster.client import ServiceClient, judge
 from .lab.cluster.control_plane import ClusterError, LocalCluster
 from .lab.cluster.failover import ACTIONS, Failover, fail_over, watch_release
-from .lab.cluster.release import ChartRelease
+from .lab.cluster.release import ChartRelease, wait
 from .lab.ensemble import Ensemble, EnsembleError
 from .lab.node.cluster import CHART_VALUES, RealNodeCluster, missing_features
 from .lab.node.images import ImageError
@@ -77,6 +77,13 @@ class ClusterDemo:
         number = 0
         while not self.args.rounds or number < self.args.rounds:
             time.sleep(self.args.interval)
+            if not release.all_ready():
+                # After a crash the kubelet restarts the container with a back-off that
+                # grows with each crash of the same pod (10 s, doubling to 5 min).
+                self.say("waiting until every pod is Ready (the kubelet restarts a crashed "
+                         "sidecar with a back-off) ...")
+                wait(release.all_ready, 360, "every pod Ready", interval=0.5)
+                release.wait_settled(120)
             action = ACTIONS[number % len(ACTIONS)]
             number += 1
             self.say(f"round {number}: {self.describe(action, release)}")

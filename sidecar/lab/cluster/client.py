@@ -224,29 +224,36 @@ def judge(runs: list[Run], start: float, end: float, old: str, new: str,
           new_labelled: float | None) -> ClientView:
     """The client's view of the failover from `old` to `new` (the same pod for an action
     that should not move leadership), from wall-clock `start` (the action's record) to
-    `end`. `new_labelled` is the wall-clock instant the watch saw the new label."""
+    `end`. `new_labelled` is the wall-clock instant the watch saw the new label. A run
+    that straddles `start` or `end` counts the share of its requests inside."""
     runs = [r for r in sorted(runs, key=lambda r: r.first) if r.last >= start and r.first <= end]
-    requests = sum(r.count for r in runs)
-    new_runs = [r for r in runs if r.who == new and r.as_leader and r.last >= start]
-    first_new = new_runs[0].first if new_runs else None
+
+    def inside(run: Run, after: float = start) -> int:
+        if run.last <= run.first:
+            return run.count
+        share = (min(run.last, end) - max(run.first, after)) / (run.last - run.first)
+        return max(1, round(run.count * min(1.0, share)))
+
+    new_runs = [r for r in runs if r.who == new and r.as_leader]
+    first_new = max(new_runs[0].first, start) if new_runs else None
     stretch = None
     for run in reversed(runs):  # the last stretch of answers from the new leader
         if not (run.who == new and run.as_leader):
             break
-        stretch = run.first
+        stretch = max(run.first, start)
     outage = sum(max(0.0, min(r.last, end) - max(r.first, start)) + PERIOD
                  for r in runs if not r.as_leader)
-    horizon = min(t for t in (first_new, new_labelled) if t is not None) if (
-        first_new is not None or new_labelled is not None) else end
+    marks = [t for t in (first_new, new_labelled) if t is not None]
+    horizon = min(marks) if marks else end
     stale = [r for r in runs if old != new and r.who == old and r.as_leader
              and r.last > horizon]
     return ClientView(
-        requests=requests,
-        to_new=None if first_new is None else max(0.0, first_new - start),
-        only_new=None if stretch is None else max(0.0, stretch - start),
+        requests=sum(inside(r) for r in runs),
+        to_new=None if first_new is None else first_new - start,
+        only_new=None if stretch is None else stretch - start,
         outage=outage,
-        errors=sum(r.count for r in runs if r.who is None),
-        not_leader=sum(r.count for r in runs if r.who is not None and not r.as_leader),
-        two_leaders=sum(r.count for r in stale),
+        errors=sum(inside(r) for r in runs if r.who is None),
+        not_leader=sum(inside(r) for r in runs if r.who is not None and not r.as_leader),
+        two_leaders=sum(inside(r, horizon) for r in stale),
         two_leaders_seconds=max((r.last - horizon for r in stale), default=0.0),
     )

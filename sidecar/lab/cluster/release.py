@@ -175,6 +175,14 @@ class ChartRelease:
             return leaders[0]
         return None
 
+    def all_ready(self) -> bool:
+        """Every pod of the group Ready and none being deleted: each sidecar runs, so each
+        is a candidate (a crashed container in the kubelet's back-off is not)."""
+        pods = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+        return len(pods) == self.replicas and all(
+            any(c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions") or []) for p in pods)
+
     def wait_settled(self, timeout: float = 60.0, not_: str | None = None) -> str:
         """Wait for one leader (other than `not_`) with every other pod a follower."""
         found = wait(lambda: (leader := self.settled_leader()) and leader != not_ and leader,
