@@ -53,11 +53,29 @@ def section(data: dict[str, Any], kwok: dict[str, Any] | None, plot_name: str) -
         lines.append(f"| {TITLES.get(action, action)} | " + " | ".join(cells)
                      + f" | {row['errors']} | {row['not_leader']} | {row['two_leaders']} | "
                      f"{row['doubles']} |")
+    lines += [
+        "",
+        "Why the client lags the label: kube-proxy rewrites its rules at most once a "
+        "second (`iptables.minSyncPeriod`, 1 s by default, as kind and kubeadm run it). "
+        "A handover changes the leader Service's endpoints twice, in this order: the old "
+        "pod's label goes (no endpoint), then the new pod's comes. The first change is "
+        "synced at once; the second waits for the rest of that second. Meanwhile "
+        "requests still reach the old pod, which answers that it is no longer the "
+        "leader (*answered by a non-leader*), or find no endpoint and are refused "
+        "(*failed*); none is answered as leader by two pods. After a SIGKILL the old "
+        "pod's application answers as leader until its lease runs out, before the "
+        "successor can be elected; the session timeout (the chart's 6 s, against 2 s "
+        "in the kwok runs) sets the crash figures.",
+    ]
     zk = data["actions"].get("zk-leader")
     if zk:
         lines += ["", f"Deleting the ZooKeeper leader's pod: the ensemble had three servers "
                   f"in a quorum again after {_ms(zk.get('quorum'))}; the application's "
-                  f"leader moved in {zk['moved']} of {zk['rounds']} rounds."]
+                  f"leader moved in {zk['moved']} of {zk['rounds']} rounds. Its clients "
+                  "lose the leader while the two servers left elect a new ensemble "
+                  "leader: the sidecars' sessions are suspended, the leader's lease "
+                  "runs out and its application answers that it is not the leader "
+                  "until its session is back on the new quorum."]
     if kwok and "sizes" in kwok and "3" in kwok["sizes"]:
         lines += ["", "The same actions on kwok's pods (the pod runner plays the kubelet, "
                   "session timeout "
@@ -89,7 +107,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         for key, style in (("labelled", "-"), ("endpoint", ":"), ("to_new", "--"),
                            ("only_new", "-."), ("quorum", "-")):
             samples = sorted((row.get(key) or {}).get("samples_ms") or [])
-            if not samples:
+            if not samples or (action == "zk-leader" and key == "to_new"):  # no new leader
                 continue
             fraction = [(i + 1) / len(samples) for i in range(len(samples))]
             axis.step([s / 1000 for s in samples], fraction, style, where="post",
