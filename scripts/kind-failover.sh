@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # make kind-failover: measure failovers on the cluster of `make kind-up`.
 #
-#  1. graceful: delete the leader pod; its preStop hook makes the sidecar leave first.
-#  2. crash: force-delete the leader pod (--grace-period=0 --force); a follower takes over
-#     once ZooKeeper expires the dead sidecar's session (election.sessionTimeoutSeconds).
-#  3. ZooKeeper leader: delete the ensemble's leader; the ensemble elects a new one and
+#  1. graceful: delete the leader pod; its sidecar sees the deletion and leaves first.
+#  2. forced: `--grace-period=0 --force`. Not a crash: the pod object goes at once, the
+#     sidecar's watch sees it gone and leaves, and the kubelet still stops the containers
+#     with SIGTERM (it gives them a minimum grace period).
+#  3. crash: SIGKILL of the leader's sidecar container through the node's CRI (kind:
+#     `docker exec <node> crictl stop --timeout 0`; TARGET=local: the local node's
+#     runtime); a follower takes over once ZooKeeper expires the dead sidecar's session
+#     (election.sessionTimeoutSeconds), and the kubelet restarts the container.
+#  4. ZooKeeper leader: delete the ensemble's leader; the ensemble elects a new one and
 #     the sidecars' sessions move to the remaining servers.
 #
 # A failover counts as done when exactly one other pod carries role=leader AND the leader
@@ -15,10 +20,14 @@
 # NAMESPACE (leader-election), ROLE_LABEL (role), FAILOVER_TIMEOUT (120 seconds).
 set -euo pipefail
 
-if ! command -v kubectl >/dev/null 2>&1; then
-    echo "kind-failover: 'kubectl' is required but not found on PATH; install it and retry" >&2
-    exit 127
-fi
+for tool in kubectl $([[ ${TARGET:-kind} == kind ]] && echo docker); do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "kind-failover: '$tool' is required but not found on PATH; install it and retry" >&2
+        exit 127
+    fi
+done
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 
 CLUSTER=${KIND_CLUSTER_NAME:-leader-sidecar}
 RELEASE=${RELEASE:-demo}
@@ -80,6 +89,8 @@ wait_for_leader_other_than() {
 }
 settle() {
     "${K[@]}" rollout status "$STS_APP" --timeout "${TIMEOUT}s" >/dev/null
+    # A crashed sidecar is back once its pod is Ready again (it is a candidate again).
+    "${K[@]}" wait --for=condition=Ready pod -l "$APP" --timeout "${TIMEOUT}s" >/dev/null
     [[ -z ${STS_ZK:-} ]] || "${K[@]}" rollout status "$STS_ZK" --timeout "${TIMEOUT}s" >/dev/null
     local start; start=$(now)
     wait_for_leader_other_than "" "$start" >/dev/null
@@ -95,20 +106,40 @@ results=()
 echo "waiting for a settled release..."
 settle
 
-# 1 and 2: the application leader goes away.
-for mode in graceful crash; do
-    old=$(consistent_leader)
-    if [[ $mode == graceful ]]; then
-        echo "deleting leader $old (graceful: preStop leaves the election)"
-        start=$(now)
-        "${K[@]}" delete pod "$old" --wait=false >/dev/null
-        label="graceful delete"
+# SIGKILL of the sidecar container of pod $1, as a crash (or the OOM killer) would.
+kill_sidecar() {
+    local pod=$1 node cid
+    if [[ ${TARGET:-kind} == local ]]; then
+        (cd "$ROOT" && "${PYTHON:-python3}" -m sidecar.lab.cluster kill \
+            --kubeconfig "$KUBECONFIG" --namespace "$NAMESPACE" --pod "$pod")
     else
-        echo "force-deleting leader $old (crash: no preStop, session must expire)"
-        start=$(now)
-        "${K[@]}" delete pod "$old" --grace-period=0 --force --wait=false >/dev/null 2>&1
-        label="crash (--grace-period=0 --force)"
+        node=$("${K[@]}" get pod "$pod" -o jsonpath='{.spec.nodeName}')
+        cid=$("${K[@]}" get pod "$pod" \
+            -o jsonpath='{.status.initContainerStatuses[?(@.name=="leader-sidecar")].containerID}{.status.containerStatuses[?(@.name=="leader-sidecar")].containerID}')
+        docker exec "$node" crictl stop --timeout 0 "${cid#*://}" >/dev/null
     fi
+}
+
+# 1 to 3: the application leader goes away.
+for mode in graceful forced crash; do
+    old=$(consistent_leader)
+    case $mode in
+        graceful)
+            echo "deleting leader $old (graceful: its sidecar leaves on the deletion)"
+            start=$(now)
+            "${K[@]}" delete pod "$old" --wait=false >/dev/null
+            label="graceful delete" ;;
+        forced)
+            echo "force-deleting leader $old (its sidecar sees the pod gone and leaves)"
+            start=$(now)
+            "${K[@]}" delete pod "$old" --grace-period=0 --force --wait=false >/dev/null 2>&1
+            label="forced delete (--grace-period=0)" ;;
+        crash)
+            echo "killing the sidecar of leader $old (crash: its session must expire)"
+            start=$(now)
+            kill_sidecar "$old"
+            label="crash (sidecar SIGKILLed)" ;;
+    esac
     new=$(wait_for_leader_other_than "$old" "$start")
     took=$(since "$start")
     echo "  new leader $new after ${took}s"
@@ -116,7 +147,7 @@ for mode in graceful crash; do
     settle
 done
 
-# 3: the ZooKeeper leader goes away.
+# 4: the ZooKeeper leader goes away.
 if [[ -n $STS_ZK ]]; then
     app_before=$(consistent_leader)
     zk_old=$(zk_leader)

@@ -105,10 +105,15 @@ step "pods and their roles"
 kubectl "${KUBECTL_CTX[@]}" --namespace "$NAMESPACE" get pods \
     -l "app.kubernetes.io/instance=$RELEASE" -L "${ROLE_LABEL:-role}"
 
+if [[ $TARGET == local ]]; then
+    then_what=("make kind-failover TARGET=local" "make cluster-down")
+else
+    then_what=("make kind-failover" "make kind-down")
+fi
 cat <<MSG
 
 Ready. The leader carries the label role=leader:
-  kubectl ${KUBECTL_CTX[*]} -n $NAMESPACE get pods -L role
-Measure failovers:  TARGET=$TARGET make kind-failover
-Remove it:          $([[ $TARGET == local ]] && echo "make cluster-down" || echo "make kind-down")
+  kubectl ${KUBECTL_CTX[*]:+${KUBECTL_CTX[*]} }-n $NAMESPACE get pods -L role
+Measure failovers:  ${then_what[0]}
+Remove it:          ${then_what[1]}
 MSG

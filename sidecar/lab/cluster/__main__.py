@@ -8,18 +8,25 @@ people.
 `load` (a running real node) builds the images anew if their sources changed, imports them
 into the node's containerd with a tag per build, and prints the chart values that use them
 (`key=value` lines for `helm --set`): what `docker build` and `kind load` do for kind.
+`kill --namespace NS --pod P [--container C]` (a running real node) SIGKILLs a container's
+main process, as a crash would (the kind flow's crash step on the real node).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sidecar.lab.cluster import binaries
 from sidecar.lab.cluster.control_plane import ClusterError, LocalCluster
 from sidecar.lab.node.images import ImageError
+
+if TYPE_CHECKING:
+    from sidecar.lab.node.cluster import RealNodeCluster
 
 DEFAULT_NAME = "leader-sidecar"
 
@@ -43,9 +50,9 @@ def build(node: str) -> None:
             print(archive)
 
 
-def load(name: str, kubeconfig: Path | None) -> None:
-    from sidecar.lab.node.cluster import CHART_VALUES, RealNodeCluster
-    from sidecar.lab.node.images import ensure_images
+def real_node_cluster(name: str, kubeconfig: Path | None) -> RealNodeCluster:
+    """The running real-node cluster named, or the one whose kubeconfig is given."""
+    from sidecar.lab.node.cluster import RealNodeCluster
 
     # A cluster's kubeconfig is <workdir>/clusters/<name>/kubeconfig.yaml.
     cluster = (default_cluster(name, node="real") if kubeconfig is None else
@@ -55,6 +62,14 @@ def load(name: str, kubeconfig: Path | None) -> None:
         where = kubeconfig or f"cluster {name}"
         raise ClusterError(f"no real node runs for {where}: "
                            "start one with make cluster-up NODE=real")
+    return cluster
+
+
+def load(name: str, kubeconfig: Path | None) -> None:
+    from sidecar.lab.node.cluster import CHART_VALUES
+    from sidecar.lab.node.images import ensure_images
+
+    cluster = real_node_cluster(name, kubeconfig)
     node_bin = binaries.ensure_built(binaries.NODE)
     built = cluster.node().load_images(ensure_images(node_bin / "coredns"))
     for prefix, image in (("image", CHART_VALUES["image"]),
@@ -66,11 +81,14 @@ def load(name: str, kubeconfig: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar.lab.cluster")
-    parser.add_argument("command", choices=["build", "up", "down", "status", "load"])
+    parser.add_argument("command", choices=["build", "up", "down", "status", "load", "kill"])
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--nodes", type=int, default=3, help="kwok nodes")
     parser.add_argument("--kubeconfig", type=Path,
-                        help="load: the real node's cluster by its kubeconfig")
+                        help="load, kill: the real node's cluster by its kubeconfig")
+    parser.add_argument("--namespace", default="default", help="kill: the pod's namespace")
+    parser.add_argument("--pod", help="kill: the pod")
+    parser.add_argument("--container", default="leader-sidecar", help="kill: the container")
     parser.add_argument("--node", choices=["kwok", "real"], default="kwok",
                         help="kwok's nodes (run nothing) or one real node (runs containers)")
     args = parser.parse_args(argv)
@@ -80,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "load":
             load(args.name, args.kubeconfig and args.kubeconfig.resolve())
+            return 0
+        if args.command == "kill":
+            if not args.pod:
+                parser.error("kill needs --pod")
+            real_node_cluster(args.name, args.kubeconfig and args.kubeconfig.resolve()
+                              ).signal_container(args.namespace, args.pod, args.container,
+                                                 signal.SIGKILL)
             return 0
         if args.command in ("up", "status"):
             binaries.ensure_built()
