@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.lab.cluster.client import python_pod
 from sidecar.lab.cluster.release import RESTRICTED, ChartRelease, wait
 from sidecar.lab.node import chartzk, network
 from sidecar.lab.node.cluster import RealNodeCluster
@@ -36,7 +37,6 @@ from sidecar.lab.node.realnode import POLICY_QUEUE
 
 pytestmark = pytest.mark.timeout(300)
 SLACK = 120.0
-IMAGE = "localhost/leader-sidecar:dev"
 ZK_CLIENT_PORT = 2181
 SIDECAR_PORT = 8081  # the chart's sidecar.httpPort
 APP_PORT = 8080  # the chart's app.port
@@ -92,23 +92,8 @@ def app_labels(instance: str) -> dict[str, str]:
 def probe_pod(name: str, labels: dict[str, str], targets: dict[str, list[Any]]
               ) -> dict[str, Any]:
     """A pod that passes Pod Security `restricted` and runs PROBE once."""
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 0,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "probe", "image": IMAGE, "imagePullPolicy": "Never",
-                "command": ["python", "-c", PROBE],
-                "env": [{"name": "PROBE_TARGETS", "value": json.dumps(targets)}],
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    }
+    return python_pod(name, ["-c", PROBE], labels=labels,
+                      env={"PROBE_TARGETS": json.dumps(targets)})
 
 
 def phase(cluster: RealNodeCluster, namespace: str, pod: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.lab.cluster.client import python_pod
 from sidecar.lab.cluster.failover import fail_over, settled, watch_release
 from sidecar.lab.cluster.release import ChartRelease, wait
 from sidecar.lab.node import chartzk
@@ -49,27 +50,13 @@ def ask_leader_service(release: ChartRelease) -> dict[str, Any]:
     url = f"http://{release.name}-leader:8080/"
     code = ("import json, urllib.request;"
             f"print(urllib.request.urlopen({url!r}, timeout=5).read().decode())")
-    manifest = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "client", "image": "localhost/leader-sidecar:dev",
-                "imagePullPolicy": "Never", "command": ["python", "-c", code],
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    }
+    manifest = python_pod(name, ["-c", code])
     release.cluster.kubectl("-n", release.namespace, "apply", "-f", "-",
                             input=json.dumps(manifest))
     try:
         wait(lambda: release.get_json("pod", name)["status"].get("phase")
              in ("Succeeded", "Failed"), SLACK, "the client pod finished")
-        log = release.kubectl("logs", name, "-c", "client")
+        log = release.kubectl("logs", name, "-c", "main")
         assert release.get_json("pod", name)["status"]["phase"] == "Succeeded", log
         answer: dict[str, Any] = json.loads(log)
         return answer

@@ -73,6 +73,31 @@ while True:
 """
 
 
+def python_pod(name: str, argv: list[str], labels: dict[str, str] | None = None,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod that runs `python <argv>` once in the project image and passes Pod Security
+    `restricted` (non-root, RuntimeDefault seccomp, no capabilities, read-only root)."""
+    container: dict[str, Any] = {
+        "name": "main", "image": IMAGE, "imagePullPolicy": "Never",
+        "command": ["python", *argv],
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    if env:
+        container["env"] = [{"name": key, "value": value} for key, value in env.items()]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+        },
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
     """Consecutive requests that got the same answer."""
@@ -136,24 +161,9 @@ class ServiceClient:
                              "--ignore-not-found", check=False)
 
     def _manifest(self, address: str, port: int) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": self.name, "labels": {"app.kubernetes.io/name": self.name}},
-            "spec": {
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 1,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "client", "image": IMAGE, "imagePullPolicy": "Never",
-                    "command": ["python", "-u", "-c", PROGRAM, address, str(port),
-                                str(self.period)],
-                    "securityContext": {"allowPrivilegeEscalation": False,
-                                        "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}},
-                }],
-            },
-        }
+        return python_pod(self.name, ["-u", "-c", PROGRAM, address, str(port),
+                                      str(self.period)],
+                          labels={"app.kubernetes.io/name": self.name})
 
     # --- reading ------------------------------------------------------------------------
 
