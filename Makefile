@@ -107,7 +107,7 @@ soak: $(STAMP) zookeeper cluster-tools
 test: $(STAMP) zookeeper cluster-tools node-tools scan-tools
 	$(PY) -m pytest -q
 
-bench: $(STAMP) zookeeper
+bench: $(STAMP) zookeeper cluster-tools node-tools
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run_all.py
 

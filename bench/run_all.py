@@ -36,6 +36,8 @@ QUICK = {
     "idle": ["--seconds", "10", "--warmup", "3"],
     "safety": ["--rounds", "1"],
 }
+# Exit 2 with one line on a machine that cannot run a real node (no root, ...).
+NEEDS_REAL_NODE = {"client_failover"}
 
 
 def main() -> int:
@@ -50,6 +52,9 @@ def main() -> int:
         print(f"== bench/{name}.py {' '.join(plan[name])}", flush=True)
         code = subprocess.call([sys.executable, str(HERE / f"{name}.py"), *plan[name]])
         print(f"== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
+        if code == 2 and name in NEEDS_REAL_NODE:  # said why on stderr; the rest still runs
+            print(f"== {name}: not run here (no real node)", flush=True)
+            continue
         if code != 0:
             return code
     return subprocess.call([sys.executable, str(HERE / "report.py")])
