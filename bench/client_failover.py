@@ -3,7 +3,7 @@
 The chart with its defaults (its own three-server ZooKeeper ensemble, NetworkPolicies,
 zkAuth, the native sidecar) on the real node of `make cluster-up NODE=real`: kubelet,
 containerd, runc, kube-proxy, CoreDNS, images built here. Beside it a client pod
-(`sidecar.lab.cluster.client`) sends `GET /` to the leader Service's ClusterIP every
+(`sidecar.lab.node.client`) sends `GET /` to the leader Service's ClusterIP every
 10 ms, a new connection each time, and the demo application answers with its pod's role,
 epoch and lease, read from the role files. Actions, interleaved round by round:
 
@@ -52,11 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, percentile, write_json
 
 from sidecar.lab.cluster import binaries
-from sidecar.lab.cluster.client import ClientView, ServiceClient, judge
 from sidecar.lab.cluster.failover import fail_over, settled, watch_release
 from sidecar.lab.cluster.release import ChartRelease, wait
 from sidecar.lab.cluster.watch import GroupWatch
 from sidecar.lab.node import chartzk
+from sidecar.lab.node.client import ClientView, ServiceClient, judge
 from sidecar.lab.node.cluster import CHART_VALUES, RealNodeCluster, missing_features
 
 ACTIONS = ("graceful", "crash", "step-down", "zk-leader")

@@ -33,7 +33,7 @@ def section(data: dict[str, Any], kwok: dict[str, Any] | None, plot_name: str) -
         "mode, its default `minSyncPeriod` of 1 s), CoreDNS, images built here. A client "
         "pod sends `GET /` to the leader Service's ClusterIP every 10 ms, a new "
         "connection each time; the demo application answers with its pod's role, epoch "
-        "and lease from the role files (`sidecar/lab/cluster/client.py`). Times run from "
+        "and lease from the role files (`sidecar/lab/node/client.py`). Times run from "
         "the action as the API server recorded it (deletionTimestamp, annotation; for "
         "the SIGKILL, the signal). *No answer from a leader* adds up the time in which "
         "requests failed or were answered by a pod that said it was not the leader. "

@@ -37,11 +37,11 @@ from typing import TextIO
 
 from .demo import DemoStopped, _stop_signals, ignore_stop_signals
 from .lab.cluster import binaries
-from .lab.cluster.client import ServiceClient, judge
 from .lab.cluster.control_plane import ClusterError, LocalCluster
 from .lab.cluster.failover import ACTIONS, Failover, fail_over, watch_release
 from .lab.cluster.release import ChartRelease, wait
 from .lab.ensemble import Ensemble, EnsembleError
+from .lab.node.client import ServiceClient, judge
 from .lab.node.cluster import CHART_VALUES, RealNodeCluster, missing_features
 from .lab.node.images import ImageError
 

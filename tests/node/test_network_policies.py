@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from sidecar.lab.cluster.client import python_pod
 from sidecar.lab.cluster.release import RESTRICTED, ChartRelease, wait
 from sidecar.lab.node import chartzk, network
+from sidecar.lab.node.client import python_pod
 from sidecar.lab.node.cluster import RealNodeCluster
 from sidecar.lab.node.realnode import POLICY_QUEUE
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.lab.cluster.client import python_pod
 from sidecar.lab.cluster.failover import fail_over, settled, watch_release
 from sidecar.lab.cluster.release import ChartRelease, wait
 from sidecar.lab.node import chartzk
 from sidecar.lab.node.chartzk import exec_in
+from sidecar.lab.node.client import python_pod
 from sidecar.lab.node.cluster import RealNodeCluster
 
 pytestmark = pytest.mark.timeout(600)
