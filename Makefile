@@ -11,7 +11,7 @@ SCAN_VENV  ?= .venv-scan
 SCAN_STAMP := $(SCAN_VENV)/.installed
 
 .PHONY: help venv zookeeper go cluster-tools node-tools cluster-up cluster-down lint test bench demo \
-        scan scan-tools soak \
+        scan scan-tools soak soak-tools \
         demo-cluster \
         kind-up kind-failover kind-down clean
 
@@ -97,14 +97,26 @@ scan-tools: $(SCAN_STAMP)
 scan: $(STAMP) cluster-tools scan-tools
 	$(PY) -m pytest -q tests/chart/test_chart_scan.py
 
+# Debian's libfaketime and a C compiler for the clock-skew faults (a sidecar whose clocks run
+# at another rate; `tools/clockskew/clockwait.c` is built once into the cache), iproute2 and
+# iptables for the namespaced soak (ZooKeeper servers and sidecars in network namespaces).
+SOAK_DEBS := faketime gcc iproute2 iptables
+soak-tools:
+	@missing=$$(for p in $(SOAK_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "the clock-skew and namespaced soak need: sudo apt-get install $$missing" >&2; exit 1; fi; \
+	fi
+
 # The chaos soak: a seeded schedule of faults against a real ensemble, sidecars and control
 # plane, watched by an independent checker; exits 1 on any violation. Same seed, same schedule.
 SOAK_SECONDS ?= 600
 SOAK_SEED    ?= 1
-soak: $(STAMP) zookeeper cluster-tools
+soak: $(STAMP) zookeeper cluster-tools soak-tools
 	$(PY) -m sidecar.lab.soak --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED)
 
-test: $(STAMP) zookeeper cluster-tools node-tools scan-tools
+test: $(STAMP) zookeeper cluster-tools node-tools scan-tools soak-tools
 	$(PY) -m pytest -q
 
 bench: $(STAMP) zookeeper cluster-tools node-tools

@@ -29,7 +29,31 @@ Clock and protocol assumptions (client-go style, next to the code that relies on
    expiry up to the next tick: both err on the safe side.
 3. Local monotonic time and the servers' time advance at rates that differ by less than
    `DRIFT_RATIO`; the margin `max(MIN_MARGIN, DRIFT_RATIO * T)` absorbs that, and the few
-   milliseconds a server's ping round may run late.
+   milliseconds a server's ping round may run late. The bound, exactly: let `rho` be the
+   rate of this process's monotonic clock against the ZooKeeper leader's (seconds of
+   ours per second of its; below 1 ours runs slow). A lease of `L` seconds of our clock
+   lasts `L/rho` real seconds. With the anchor sent at `t_send` and the newest touch the
+   leader certainly received `d` seconds of our clock before it, 2. gives
+   `L = min(T/2, T - d) - margin` and the session lives until `touch + T` at least, so
+   the lease ends first when `L/rho <= T - d/rho`, that is when
+   `rho >= (min(T/2, T - d) - margin + d) / T`:
+   - an anchor after an idle spell (`d >= T/2`, the lease `touch + T - margin`):
+     `rho >= 1 - margin/T` (0.95 for `T >= 1 s`): `slowest_rate_any`, the bound the
+     argument guarantees whatever the network lost, and the reason for `DRIFT_RATIO`;
+   - a leader or heir renewing every `T/4` (`d = T/4`, the steady state):
+     `rho >= 3/4 - margin/T` (0.70);
+   - the anchor's own touch reached the ZooKeeper leader (`d = 0`: the link between the
+     servers held, as it does when only this sidecar's link fails; the usual case):
+     `rho >= 1/2 - margin/T` (0.45 at `T = 2 s`): `slowest_rate`, the "factor of 2" of a
+     `T/2 - margin` lease against a `T` session. `tests/test_clock_skew.py` runs a leader
+     under libfaketime at exactly this rate, cut off right after a renewal: 0 two-lease
+     instants; and 0.05 below it: the checker sees two leases in every round.
+   A clock that runs fast (`rho > 1`) only shortens leases in real time, and packets sent
+   `T/4` of a fast clock before an anchor were still forwarded: the `T/4` bound on the
+   half tick has `margin` to spare in 2. The one interval that must be *long* is
+   `release_wait` (6.), measured on the heir's clock against the owner's lease on the
+   owner's: their rates may differ by `fastest_ratio` = `(T/2 + margin)/(T/2 - margin)`
+   (1.22) at most.
 4. Applications read `lease_expires` as wall-clock time on the same node. The conversion
    from monotonic to wall time reads the wall clock *first* (`monotonic_to_wall`): a
    stall between the two reads (descheduling, a pause of the collector, SIGSTOP) can
@@ -163,6 +187,27 @@ def release_wait(session_timeout: float) -> float:
     deleted while that candidate's session lives (6.): its owner's lease, `T/2 - margin`
     of the owner's clock, measured on ours, with the margin back for drift both ways."""
     return LEASE_FRACTION * session_timeout + margin(session_timeout)
+
+
+def slowest_rate(session_timeout: float) -> float:
+    """The slowest clock rate (ours against the servers', 3.) at which a lease still ends
+    before the session when the anchor's own touch reached the ZooKeeper leader."""
+    t = session_timeout
+    return (LEASE_FRACTION * t - margin(t)) / t
+
+
+def slowest_rate_any(session_timeout: float) -> float:
+    """The slowest clock rate (3.) at which every lease the argument gives, the one after
+    an idle spell with the last half tick's touches lost included, ends before the session."""
+    t = session_timeout
+    return 1 - margin(t) / t
+
+
+def fastest_ratio(session_timeout: float) -> float:
+    """How much faster the heir's clock may run than the owner's for `release_wait` (6.)
+    still to outlast the owner's lease."""
+    t = session_timeout
+    return (LEASE_FRACTION * t + margin(t)) / (LEASE_FRACTION * t - margin(t))
 
 
 def between_clock_reads() -> None:

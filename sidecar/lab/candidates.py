@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..rolefiles import read_role, read_status
 from ..state import parse_isoformat_z
+from .clockskew import ClockSkew, clock_map_path, on_real_clock
 
 
 @dataclasses.dataclass
@@ -43,6 +44,13 @@ class SidecarProcess:
     kubeconfig: Path | None = None  # with `namespace`: publish to that Kubernetes API
     namespace: str | None = None
     module: str = "sidecar"  # or "sidecar.lab.seams", with a fault at a seam (`seams`)
+    clock: ClockSkew | None = None  # run under libfaketime at this rate (`clockskew`)
+    wrapper: tuple[str, ...] = ()  # run through this command: `ip netns exec <ns>`
+
+    @property
+    def clock_map_path(self) -> Path:
+        """Where a skewed process writes its clock against the real one (`ClockMap`)."""
+        return clock_map_path(self.role_dir)
 
     def command(self) -> list[str]:
         if self.kubeconfig is not None and self.namespace is not None:
@@ -50,7 +58,7 @@ class SidecarProcess:
         else:
             kubernetes = ["--no-k8s"]
         return [
-            sys.executable, "-m", self.module, "run",
+            *self.wrapper, sys.executable, "-m", self.module, "run",
             "--zk-hosts", self.zk_hosts, "--election", self.election,
             "--identity", self.identity, "--role-dir", str(self.role_dir),
             "--session-timeout", str(self.session_timeout),
@@ -73,6 +81,9 @@ class SidecarProcess:
         log_path = self.log_file
         environment = dict(os.environ if self.env is None else self.env)
         environment.setdefault("PYTHONUNBUFFERED", "1")
+        self.clock_map_path.unlink(missing_ok=True)  # a checker reads the clock as true
+        if self.clock is not None:
+            environment = self.clock.environment(environment, self.clock_map_path)
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT,
@@ -205,6 +216,7 @@ class LeaseMonitor:
         for identity, role_dir in self.role_dirs.items():
             document = read_status(role_dir)
             if document is not None:
+                document = dict(on_real_clock(role_dir, document))
                 self.observe(identity, document)
                 unexpired += _holds_lease(document)
         if unexpired > 1:

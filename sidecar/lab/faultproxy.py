@@ -73,11 +73,11 @@ class _Link:
         try:
             while not self.closed:
                 data = source.recv(65536)
-                if not data:
-                    break
+                # Hold the bytes and an end of stream alike: in a silent partition a
+                # server's close (of a session it expired) never reaches the client.
                 while self.proxy.blackholed and not self.closed:
-                    time.sleep(0.01)  # hold the bytes: nothing flows, nothing closes
-                if self.closed:
+                    time.sleep(0.01)
+                if not data or self.closed:
                     break
                 if self.proxy.delay_seconds > 0:
                     time.sleep(self.proxy.delay_seconds)

@@ -36,6 +36,7 @@ from typing import Any
 from ...rolefiles import ROLE_FILE, STATUS_FILE
 from ...state import Role, parse_isoformat_z
 from ..candidates import LeaseMonitor
+from ..clockskew import on_real_clock
 
 TARGET_INTERVAL = 0.00125  # seconds between samples: 800 Hz, above the 500 Hz required
 ROLES = {role.value for role in Role}
@@ -152,7 +153,7 @@ class Checker:
         if text is None or text == self._raw.get(identity):
             return
         try:
-            document = json.loads(text)
+            document = dict(on_real_clock(self.role_dirs[identity], json.loads(text)))
             lease = parse_isoformat_z(document.get("lease_expires"))
             since = parse_isoformat_z(document.get("since"))
         except (ValueError, TypeError, AttributeError) as error:

@@ -1,0 +1,69 @@
+/* Completes Debian's libfaketime for the lab's clock-skew faults (sidecar/lab/clockskew.py).
+ *
+ * libfaketime 0.9.10 changes the rate of every clock a process reads, monotonic included,
+ * but it does not wrap sem_clockwait(3) (glibc 2.30), which CPython 3.11 uses for every
+ * timed lock wait (threading.Event.wait, queue.get, Condition.wait). Python computes that
+ * deadline on the faked monotonic clock, the kernel waits on the real one: a thread that
+ * waits for half a second would wait for years. This wrapper turns the faked deadline
+ * into a real one at the faked rate, so waits last what the skewed process believes.
+ *
+ * It also writes, when the process starts, one line to $LSCLOCK_MAP:
+ *     <real wall seconds> <faked wall seconds> <rate>
+ * read at the same instant, so a checker outside the process can tell which real
+ * instant any wall-clock time the process publishes (a lease's end) stands for.
+ *
+ * Load it before libfaketime: LD_PRELOAD="clockwait.so libfaketimeMT.so.1".
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NS 1000000000LL
+
+static double rate(void) {
+  const char *spec = getenv("FAKETIME");
+  const char *x = spec ? strchr(spec, 'x') : NULL;
+  double r = x ? atof(x + 1) : 1.0;
+  return r > 0 ? r : 1.0;
+}
+
+static long long ns_of(const struct timespec *t) { return t->tv_sec * NS + t->tv_nsec; }
+
+/* The kernel's clock, past libfaketime and the vDSO. */
+static void real_clock(clockid_t clock, struct timespec *t) {
+  syscall(SYS_clock_gettime, clock, t);
+}
+
+int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime) {
+  static int (*next)(sem_t *, clockid_t, const struct timespec *);
+  struct timespec faked, now, deadline;
+  if (!next) next = (int (*)(sem_t *, clockid_t, const struct timespec *))
+                        dlsym(RTLD_NEXT, "sem_clockwait");
+  clock_gettime(clock, &faked); /* libfaketime's */
+  real_clock(CLOCK_MONOTONIC, &now);
+  long long left = ns_of(abstime) - ns_of(&faked);
+  if (left < 0) left = 0;
+  long long at = ns_of(&now) + (long long)(left / rate());
+  deadline.tv_sec = at / NS;
+  deadline.tv_nsec = at % NS;
+  return next(sem, CLOCK_MONOTONIC, &deadline);
+}
+
+__attribute__((constructor)) static void write_map(void) {
+  const char *path = getenv("LSCLOCK_MAP");
+  struct timespec real, faked;
+  if (!path || !*path) return;
+  real_clock(CLOCK_REALTIME, &real);
+  clock_gettime(CLOCK_REALTIME, &faked);
+  FILE *out = fopen(path, "w");
+  if (!out) return;
+  fprintf(out, "%lld.%09ld %lld.%09ld %.9f\n", (long long)real.tv_sec, real.tv_nsec,
+          (long long)faked.tv_sec, faked.tv_nsec, rate());
+  fclose(out);
+}
