@@ -15,7 +15,9 @@ Where the credentials come from, in this order (as kubectl and client-go look):
    every request, because the kubelet rotates it), else `KUBECONFIG` or `~/.kube/config`
    (the first file of a list).
 2. From a kubeconfig: the current context's cluster (`server`, `certificate-authority`
-   or `-data`, `insecure-skip-tls-verify`) and user (`token`, `tokenFile`, read again
+   or `-data`, `insecure-skip-tls-verify`, `tls-server-name`: the name the server's
+   certificate is checked against, and sent as SNI, when `server` is another address,
+   such as a proxy's) and user (`token`, `tokenFile`, read again
    before every request, `client-certificate`/`client-key` or their `-data`, or
    `username`/`password`). Exec and auth-provider plugins are not supported: a sidecar
    runs with a ServiceAccount.
@@ -101,6 +103,7 @@ class ApiConnection:
     certificate_data: bytes | None = None
     private_key_path: str | None = None
     private_key_data: bytes | None = None
+    tls_server_name: str | None = None
 
     def bearer_token(self) -> str | None:
         if self.token_file:
@@ -191,7 +194,25 @@ def _from_kubeconfig(path: Path) -> ApiConnection:
         certificate_data=data("client-certificate-data", user),
         private_key_path=local("client-key", user),
         private_key_data=data("client-key-data", user),
+        tls_server_name=cluster.get("tls-server-name") or None,
     )
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to `host`, the certificate checked against `server_name` when one is given."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext | None,
+                 server_name: str | None) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._server_name = server_name
+        self._tls = context
+
+    def connect(self) -> None:
+        if self._server_name is None or self._tls is None:
+            super().connect()
+            return
+        raw = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
 
 
 class KubeApi:
@@ -291,8 +312,9 @@ class KubeApi:
             connect, _read = self.timeout
             self._refresh_context()
             if self._https:
-                self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=connect, context=self._context
+                self._conn = _HTTPSConnection(
+                    self._host, self._port, timeout=connect, context=self._context,
+                    server_name=self.connection.tls_server_name,
                 )
             else:
                 self._conn = http.client.HTTPConnection(self._host, self._port, timeout=connect)

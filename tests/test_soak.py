@@ -15,23 +15,34 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.security import make_digest_acl
 
+from sidecar.election import lease
 from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.lab.ensemble import Ensemble
 from sidecar.lab.soak import analysis, zkcli
 from sidecar.lab.soak.__main__ import main as soak_main
 from sidecar.lab.soak.checker import Checker
 from sidecar.lab.soak.run import SoakOptions, run_soak
-from sidecar.lab.soak.schedule import KINDS, ScheduleError, kinds_for, make_schedule
+from sidecar.lab.soak.schedule import (
+    KINDS,
+    ZK_SYNC_LIMIT_TICKS,
+    ZK_TICK_SECONDS,
+    ScheduleError,
+    kinds_for,
+    make_schedule,
+)
 from sidecar.rolefiles import RoleFiles
 from sidecar.state import Role, RoleStatus
 
-SHORT_SOAK_SEED = 11
+# Two minutes of this seed try every family and each fault the namespaced network adds.
+SHORT_SOAK_SEED = 960
+NEW_KINDS = {"zk-partition", "zk-bridge", "zk-asymmetric", "zk-slow-net", "zk-leader-pause",
+             "sidecar-split", "clock-skew"}
 
 # --- the schedule ---------------------------------------------------------------------------
 
 
 def test_same_seed_same_schedule_other_seed_other_schedule():
-    kinds = kinds_for(kubernetes=True)
+    kinds = kinds_for(kubernetes=True, namespaces=True)
     first = make_schedule(7, 3600, kinds)
     assert first == make_schedule(7, 3600, kinds)
     assert first != make_schedule(8, 3600, kinds)
@@ -58,6 +69,27 @@ def test_freezes_fall_short_of_and_past_the_session_timeout():
 def test_without_kubernetes_no_kubernetes_faults():
     assert not [k for k in kinds_for(kubernetes=False) if KINDS[k].kubernetes]
     assert "znode-delete" in kinds_for(kubernetes=False)
+
+
+def test_faults_between_servers_need_the_namespaced_network():
+    on_loopback = kinds_for(kubernetes=True)
+    assert not {k for k in on_loopback if KINDS[k].namespaces}
+    assert {"clock-skew", "zk-leader-pause"} <= set(on_loopback)
+    assert set(kinds_for(kubernetes=True, namespaces=True)) >= NEW_KINDS
+    with pytest.raises(ScheduleError, match="zk-bridge need the namespaced network"):
+        kinds_for(kubernetes=False, only=["zk-bridge"])
+
+
+def test_skewed_clocks_stay_inside_the_lease_bound_and_pauses_outlast_sync_limit():
+    faults = [f for e in make_schedule(4, 3600, kinds_for(True, namespaces=True), 2.0)
+              for f in e.faults]
+    rates = [f.amount for f in faults if f.kind == "clock-skew"]
+    assert rates and all(lease.slowest_rate_any(2.0) <= r < lease.fastest_ratio(2.0)
+                         for r in rates)
+    assert min(rates) < 1 < max(rates), "slow clocks and fast ones"
+    pauses = [f.hold for f in faults if f.kind == "zk-leader-pause"]
+    sync_limit = ZK_SYNC_LIMIT_TICKS * ZK_TICK_SECONDS
+    assert pauses and all(sync_limit < hold for hold in pauses)
 
 
 def test_znode_delete_strikes_the_leader_and_leaves_the_healing_to_the_group():
@@ -213,13 +245,21 @@ def test_epochs_must_grow_from_one_leader_to_the_next():
 
 
 @pytest.mark.timeout(900)
-def test_two_minute_soak_has_no_violation(cluster: LocalCluster, tmp_path: Path):
-    report = run_soak(SoakOptions(out=tmp_path / "soak", seconds=120, seed=SHORT_SOAK_SEED),
+def test_two_minute_namespaced_soak_has_no_violation(cluster: LocalCluster, tmp_path: Path):
+    """Every ZooKeeper server and sidecar in a network namespace of its own: the faults
+    between servers, a paused quorum leader and skewed clocks with all the others."""
+    report = run_soak(SoakOptions(out=tmp_path / "soak", seconds=120, seed=SHORT_SOAK_SEED,
+                                  namespaces=True),
                       cluster=cluster, say=lambda line: print(line, flush=True))
     print(analysis.table(report))
     assert report["passed"], json.dumps(report["violations"])
+    assert report["network"] == "namespaces"
+    assert not report["fault_errors"], report["fault_errors"]
     families = {KINDS[kind].family for kind in report["faults"]}
-    assert families == {"process", "zookeeper", "network", "election", "kubernetes"}
+    assert families == {"process", "zookeeper", "zk-network", "network", "election",
+                        "kubernetes"}
+    assert set(report["faults"]) >= NEW_KINDS
+    assert set(report["no_leader"]["by_family"]) == families
     assert report["terms"] >= 2, "leadership changed hands during the soak"
     assert report["no_leader"]["never"] == 0
     assert report["one_label"]["never"] == 0

@@ -1,8 +1,10 @@
 """A real ZooKeeper ensemble of local Java processes, for the demo, the tests and benchmarks.
 
 Uses the ZooKeeper jar of Debian's `zookeeper` package (or `$ZOOKEEPER_HOME`). Each server
-listens on loopback ports chosen at start; `tick_time` is configurable so that tests may use
-session timeouts of one or two seconds (the server allows [2, 20] ticks).
+listens on loopback ports chosen at start (or, given `hosts`, on an address of its own and
+started through a command of its own: a network namespace of `netns`); `tick_time` is
+configurable so that tests may use session timeouts of one or two seconds (the server
+allows [2, 20] ticks).
 
 Guaranteed: `start()` returns once every server answers `srvr` with a mode of `leader` or
 `follower`; `stop()` kills every process and removes the data unless told to keep it.
@@ -21,7 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
@@ -60,9 +62,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def four_letter(port: int, command: str, timeout: float = 1.0) -> str:
+def four_letter(port: int, command: str, timeout: float = 1.0, host: str = "127.0.0.1") -> str:
     """Send a four-letter command (`srvr`, `ruok`, `wchc`, ...) and return the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(command.encode())
         chunks = []
         while True:
@@ -81,15 +83,17 @@ class Server:
     election_port: int
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    wrapper: tuple[str, ...] = ()  # the command it runs through: `ip netns exec <ns>`
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     def mode(self) -> str | None:
         """`leader`, `follower`, `standalone`, or None when the server does not serve."""
         try:
-            answer = four_letter(self.client_port, "srvr")
+            answer = four_letter(self.client_port, "srvr", host=self.host)
         except OSError:
             return None
         for line in answer.splitlines():
@@ -100,6 +104,10 @@ class Server:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
 
 
 class Ensemble:
@@ -112,7 +120,10 @@ class Ensemble:
         base_dir: Path | None = None,
         heap_mb: int = 128,
         sync_limit: int = 5,
+        hosts: Sequence[tuple[str, tuple[str, ...]]] = (),
     ) -> None:
+        """`hosts`: per server, its address and the command it runs through (default:
+        loopback, run as is)."""
         self.size = size
         self.sync_limit = sync_limit
         self.tick_time_ms = tick_time_ms
@@ -131,6 +142,8 @@ class Ensemble:
             )
             for i in range(size)
         ]
+        for server, (host, wrapper) in zip(self.servers, hosts, strict=False):
+            server.host, server.wrapper = host, wrapper
 
     @property
     def connect_string(self) -> str:
@@ -153,7 +166,7 @@ class Ensemble:
             f"syncLimit={self.sync_limit}",
             f"dataDir={server.data_dir}",
             f"clientPort={server.client_port}",
-            "clientPortAddress=127.0.0.1",
+            f"clientPortAddress={server.host}",
             "4lw.commands.whitelist=*",
             "admin.enableServer=false",
             "reconfigEnabled=false",
@@ -163,7 +176,7 @@ class Ensemble:
             "cnxTimeout=500",
         ]
         lines += [
-            f"server.{peer.myid}=127.0.0.1:{peer.quorum_port}:{peer.election_port}"
+            f"server.{peer.myid}={peer.host}:{peer.quorum_port}:{peer.election_port}"
             for peer in self.servers
         ]
         config = server.data_dir / "zoo.cfg"
@@ -176,6 +189,7 @@ class Ensemble:
         config = self._write_config(server)
         log = open(server.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
         command = [
+            *server.wrapper,
             self.java,
             f"-Xmx{self.heap_mb}m",
             "-XX:+UseSerialGC",

@@ -12,7 +12,8 @@ Faults, as a partitioned network shows them to a client:
   ways (a slow server or link; works for TLS too, since nothing is parsed);
 - `heal()`: back to normal.
 
-Guaranteed: only loopback addresses are used. Not guaranteed: byte-exact timing.
+Guaranteed: it forwards to loopback only, and listens on loopback unless given another
+address of this machine (the namespaced soak's bridge). Not guaranteed: byte-exact timing.
 """
 
 from __future__ import annotations
@@ -95,13 +96,13 @@ class _Link:
 
 
 class FaultProxy:
-    """One listening port on loopback that forwards to `upstream_port`."""
+    """One listening port (on loopback by default) that forwards to `upstream_port`."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, listen_host: str = "127.0.0.1") -> None:
         self.upstream_port = upstream_port
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind((listen_host, 0))
         self.listener.listen(64)
         self.port = int(self.listener.getsockname()[1])
         self.blackholed = False

@@ -5,6 +5,8 @@ the kept-alive connection closed by the apiserver (issue 24, item 2)."""
 from __future__ import annotations
 
 import base64
+import ssl
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import yaml
 from api_proxy import client_port
 
 from sidecar.kubeapi import ApiError, KubeApi, KubernetesConfigError, load_connection
+from sidecar.lab.faultproxy import FaultProxy
 
 NOBODY = "leader-election/name=nobody"
 
@@ -144,3 +147,31 @@ def test_no_second_try_on_a_fresh_connection_or_after_a_timeout(
         proxy.stalled = False
         api.close()
     assert len(kube_ns.requests("patch", "pods")) == 1
+
+
+def test_tls_server_name_checks_the_certificate_against_the_apiserver_not_the_proxy(
+        kube_ns, tmp_path) -> None:
+    # A proxy on another loopback address, which the serving certificate does not name
+    # (the namespaced soak's sidecars reach the apiserver this way, through a bridge).
+    upstream = urllib.parse.urlsplit(kube_ns.cluster.server())
+    proxy = FaultProxy(int(upstream.port or 443), listen_host="127.0.0.2")
+    admin = yaml.safe_load(Path(kube_ns.cluster.kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    cluster["server"] = f"https://127.0.0.2:{proxy.port}"
+    try:
+        for name, works in ((None, False), (upstream.hostname, True)):
+            if name:
+                cluster["tls-server-name"] = name
+            path = tmp_path / f"kubeconfig-{name}"
+            path.write_text(yaml.safe_dump(admin))
+            api = KubeApi(load_connection(str(path)))
+            try:
+                if works:
+                    assert api.list_pods(kube_ns.namespace, NOBODY)["kind"] == "PodList"
+                else:
+                    with pytest.raises(ssl.SSLCertVerificationError):
+                        api.list_pods(kube_ns.namespace, NOBODY)
+            finally:
+                api.close()
+    finally:
+        proxy.close()

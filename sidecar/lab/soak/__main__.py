@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import netns
 from . import analysis
 from .run import SoakOptions, run_soak
 from .schedule import KINDS, ScheduleError
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-kubernetes", action="store_true",
                         help="no control plane: ZooKeeper, process, network and election "
                              "faults only")
+    parser.add_argument("--network", choices=("auto", "namespaces", "loopback"),
+                        default="auto",
+                        help="namespaces: every ZooKeeper server and sidecar in a network "
+                             "namespace of its own, with faults between the servers (needs "
+                             "root); loopback: servers on loopback, a fault proxy per "
+                             "sidecar; auto (default): namespaces where this machine allows")
     parser.add_argument("--kinds", default="",
                         help=f"comma-separated fault kinds (default all: {', '.join(KINDS)})")
     parser.add_argument("--out", type=Path, default=None,
@@ -61,11 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     out = options.out or Path("soak-results") / (
         f"seed-{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     kinds = tuple(k.strip() for k in options.kinds.split(",") if k.strip())
+    why_not = netns.available()
+    if options.network == "namespaces" and why_not is not None:
+        print(f"soak: --network namespaces: {why_not}", file=sys.stderr)
+        return 2
+    namespaces = options.network == "namespaces" or (
+        options.network == "auto" and why_not is None)
+    if options.network == "auto" and why_not is not None:
+        print(f"soak: on loopback ({why_not})", flush=True)
     try:
         report = run_soak(SoakOptions(
             out=out, seconds=options.seconds, seed=options.seed, sidecars=options.sidecars,
             session_timeout=options.session_timeout, kubernetes=not options.no_kubernetes,
-            kinds=kinds), say=lambda line: print(line, flush=True))
+            kinds=kinds, namespaces=namespaces), say=lambda line: print(line, flush=True))
     except ScheduleError as error:
         print(f"soak: {error}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from .schedule import KINDS
+
 MIN_RATE_HZ = 500.0
 
 
@@ -69,9 +71,11 @@ def _stats(values: Sequence[float]) -> dict[str, float | None]:
 def _recoveries(changes: Sequence[tuple[float, bool]] | None,
                 episodes: Sequence[EpisodeRecord]) -> dict[str, Any]:
     if changes is None:
-        return {"stats": None, "not_recovered_in_gap": None, "never": None, "by_kind": {}}
+        return {"stats": None, "not_recovered_in_gap": None, "never": None, "by_kind": {},
+                "by_family": {}}
     values, late, never = [], 0, 0
     by_kind: dict[str, list[float]] = {}
+    by_family: dict[str, list[float]] = {}
     for episode in episodes:
         seconds = recovery_after(changes, episode.healed)
         if seconds is None:
@@ -82,8 +86,11 @@ def _recoveries(changes: Sequence[tuple[float, bool]] | None,
         values.append(seconds)
         for kind in {fault["kind"] for fault in episode.faults}:
             by_kind.setdefault(kind, []).append(seconds)
+        for family in {KINDS[fault["kind"]].family for fault in episode.faults}:
+            by_family.setdefault(family, []).append(seconds)
     return {"stats": _stats(values), "not_recovered_in_gap": late, "never": never,
-            "by_kind": {kind: _stats(v) for kind, v in sorted(by_kind.items())}}
+            "by_kind": {kind: _stats(v) for kind, v in sorted(by_kind.items())},
+            "by_family": {family: _stats(v) for family, v in sorted(by_family.items())}}
 
 
 def epoch_regressions(terms: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,6 +172,11 @@ def table(report: dict[str, Any]) -> str:
         stats = measured["stats"]
         lines.append(f"| {title} | {stats['n']} | {_ms(stats['p50'])} | {_ms(stats['p99'])} "
                      f"| {_ms(stats['max'])} | {measured['not_recovered_in_gap']} |")
+    lines += ["", "| episodes with a fault of the family | n | no leader after the heal: "
+              "p50 | p99 | max |", "| --- | --- | --- | --- | --- |"]
+    for family, stats in report["no_leader"].get("by_family", {}).items():
+        lines.append(f"| {family} | {stats['n']} | {_ms(stats['p50'])} | {_ms(stats['p99'])} "
+                     f"| {_ms(stats['max'])} |")
     lines += ["", "| fault | injected | no leader, max | one label, max |",
               "| --- | --- | --- | --- |"]
     for kind, count in sorted(report["faults"].items()):

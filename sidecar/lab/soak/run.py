@@ -47,6 +47,7 @@ class SoakOptions:
     session_timeout: float = 2.0
     kubernetes: bool = True
     kinds: tuple[str, ...] = ()
+    namespaces: bool = False  # every server and sidecar in a network namespace (`topology`)
 
 
 @contextlib.contextmanager
@@ -80,7 +81,7 @@ def _settled(world: SoakWorld, kubernetes: bool) -> dict[str, Any]:
 def _settle(world: SoakWorld, kubernetes: bool) -> dict[str, Any]:
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
-        world.check_processes()
+        world.crashes.check()
         state = _settled(world, kubernetes)
         if all(state.values()) or time.monotonic() > deadline:
             return state
@@ -146,7 +147,7 @@ def _run_fault(world: SoakWorld, fault: Fault, start: float, record: dict[str, A
 def _wait(world: SoakWorld, seconds: float, until: Callable[[], bool] | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not (until is not None and until()):
-        world.check_processes()
+        world.crashes.check()
         time.sleep(0.1)
 
 
@@ -171,7 +172,7 @@ def run_soak(options: SoakOptions, cluster: LocalCluster | None = None,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     directory = options.out
     directory.mkdir(parents=True, exist_ok=True)
-    kinds = kinds_for(options.kubernetes, options.kinds)
+    kinds = kinds_for(options.kubernetes, options.kinds, options.namespaces)
     episodes = make_schedule(options.seed, options.seconds, kinds, options.session_timeout)
     (directory / "schedule.json").write_text(json.dumps(
         {"seed": options.seed, "seconds": options.seconds,
@@ -182,7 +183,8 @@ def run_soak(options: SoakOptions, cluster: LocalCluster | None = None,
             cluster = stack.enter_context(_own_cluster(options))
         world = SoakWorld(directory / "world", options.sidecars, options.session_timeout,
                           options.seed, cluster if options.kubernetes else None,
-                          token_seconds=int(options.seconds * 3 + 1800))
+                          token_seconds=int(options.seconds * 3 + 1800),
+                          namespaces=options.namespaces)
         stack.callback(world.close)
         world.start()
         if not wait_for(lambda: all(_settled(world, options.kubernetes).values()), 120, 0.2):
@@ -190,7 +192,8 @@ def run_soak(options: SoakOptions, cluster: LocalCluster | None = None,
         checker = Checker(world, directory, cluster if options.kubernetes else None)
         stack.callback(checker.kill)
         say(f"soak: seed {options.seed}, {len(episodes)} episodes planned over "
-            f"{options.seconds:g} s, {options.sidecars} sidecars, kinds: {', '.join(kinds)}")
+            f"{options.seconds:g} s, {options.sidecars} sidecars, network: "
+            f"{world.topology.name}, kinds: {', '.join(kinds)}")
         done = _run_episodes(world, episodes, options.seconds, say)
         world.thaw_all()
         end_state = _settle(world, options.kubernetes)
@@ -200,10 +203,11 @@ def run_soak(options: SoakOptions, cluster: LocalCluster | None = None,
             d["index"], d["faults"], d["healed"],
             done[i + 1]["first_injected"] if i + 1 < len(done) else end)
             for i, d in enumerate(done)]
-        crashes = [dataclasses.asdict(crash) for crash in world.crashes]
+        crashes = [dataclasses.asdict(crash) for crash in world.crashes.crashes]
         report = analysis.analyse(checked, records, crashes, end_state)
         report.update(seed=options.seed, seconds=options.seconds, sidecars=options.sidecars,
-                      kubernetes=options.kubernetes, logged_tracebacks=world.tracebacks(),
+                      kubernetes=options.kubernetes, network=world.topology.name,
+                      logged_tracebacks=world.crashes.tracebacks(),
                       end_state=end_state, episode_log=done)
     (directory / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (directory / "report.md").write_text(analysis.table(report) + "\n")

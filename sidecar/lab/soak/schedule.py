@@ -1,10 +1,11 @@
 """The soak's fault schedule: a pure function of the seed, the duration and the fault kinds.
 
 The run is a chain of episodes. An episode injects one to three faults of different
-families (a sidecar process, the ZooKeeper servers, one sidecar's network, the
-election's znodes, the Kubernetes API), each at its own offset and for its own time, so
-they overlap; once all of them are healed the world stays quiet for a gap long enough to
-recover, then the next episode starts. Recovery is measured in those gaps.
+families (a sidecar process or its clock, the ZooKeeper servers, the network between
+them, one sidecar's network, the election's znodes, the Kubernetes API), each at its
+own offset and for its own time, so they overlap; once all of them are healed the world
+stays quiet for a gap long enough to recover, then the next episode starts. Recovery is
+measured in those gaps.
 
 Guaranteed: the same seed, duration and kinds give the same episodes (fault kinds,
 offsets, durations, target selectors, gaps), so a seed replays a schedule. Not
@@ -20,9 +21,14 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
+from ...election import lease
+
 SESSION_FACTOR_SHORT = (0.2, 0.6)  # a freeze shorter than the session timeout
 SESSION_FACTOR_LONG = (1.3, 2.5)  # one that outlives the session
 QUIET_GAP = (5.0, 9.0)  # seconds of no faults after an episode
+PAUSE_SYNC_LIMITS = (1.5, 4.0)  # a paused quorum leader: past syncLimit, so followers drop it
+ZK_TICK_SECONDS = 0.2  # the soak's ensemble (topology.py)
+ZK_SYNC_LIMIT_TICKS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +37,7 @@ class FaultKind:
     family: str
     description: str
     kubernetes: bool = False
+    namespaces: bool = False  # needs the servers and sidecars in network namespaces
 
 
 KINDS: dict[str, FaultKind] = {kind.name: kind for kind in (
@@ -38,12 +45,28 @@ KINDS: dict[str, FaultKind] = {kind.name: kind for kind in (
     FaultKind("term", "process", "SIGTERM a sidecar (graceful stop), restart it"),
     FaultKind("freeze-short", "process", "SIGSTOP a sidecar for less than the session timeout"),
     FaultKind("freeze-long", "process", "SIGSTOP a sidecar past the session timeout"),
+    # A process fault: it restarts the sidecar (gracefully) under libfaketime and back.
+    FaultKind("clock-skew", "process",
+              "run a sidecar with every clock at a rate inside the lease's bound"),
     FaultKind("zk-kill", "zookeeper", "kill a ZooKeeper server, restart it"),
     FaultKind("zk-leader-kill", "zookeeper", "kill the ZooKeeper quorum leader, restart it"),
     FaultKind("quorum-loss", "zookeeper", "kill two of three servers, restart them"),
+    FaultKind("zk-leader-pause", "zookeeper",
+              "SIGSTOP the ZooKeeper quorum leader past syncLimit, then SIGCONT"),
+    FaultKind("zk-partition", "zk-network",
+              "cut one server from the other two, both ways", namespaces=True),
+    FaultKind("zk-bridge", "zk-network",
+              "two servers that cannot see each other, both seeing the third",
+              namespaces=True),
+    FaultKind("zk-asymmetric", "zk-network",
+              "drop one direction between two servers", namespaces=True),
+    FaultKind("zk-slow-net", "zk-network",
+              "loss and a narrow link between the servers", namespaces=True),
     FaultKind("net-cut", "network", "cut a sidecar's ZooKeeper connections"),
     FaultKind("net-blackhole", "network", "drop a sidecar's ZooKeeper traffic silently"),
     FaultKind("net-delay", "network", "delay a sidecar's ZooKeeper traffic"),
+    FaultKind("sidecar-split", "network",
+              "a sidecar that reaches some servers but not others", namespaces=True),
     # A family of its own: it breaks neither a server, a process nor a connection but the
     # election's data, as an operator can; it may then meet a lost quorum (the delete
     # waits for one) or a frozen leader (whose znode goes while it cannot notice).
@@ -81,13 +104,21 @@ class ScheduleError(ValueError):
     """Unknown fault kinds or a duration too short for one episode."""
 
 
-def kinds_for(kubernetes: bool, only: Sequence[str] | None = None) -> list[str]:
+def kinds_for(kubernetes: bool, only: Sequence[str] | None = None,
+              namespaces: bool = False) -> list[str]:
     names = list(only) if only else list(KINDS)
     unknown = [name for name in names if name not in KINDS]
     if unknown:
         raise ScheduleError(f"unknown fault kinds: {', '.join(unknown)} "
                             f"(known: {', '.join(KINDS)})")
-    return [name for name in names if kubernetes or not KINDS[name].kubernetes]
+    if only and not namespaces:
+        needing = [name for name in names if KINDS[name].namespaces]
+        if needing:
+            raise ScheduleError(f"{', '.join(needing)} need the namespaced network "
+                                "(--network namespaces)")
+    return [name for name in names
+            if (kubernetes or not KINDS[name].kubernetes)
+            and (namespaces or not KINDS[name].namespaces)]
 
 
 def _fault(rng: random.Random, episode: int, kind: str, at: float, session: float) -> Fault:
@@ -116,6 +147,22 @@ def _fault(rng: random.Random, episode: int, kind: str, at: float, session: floa
         hold = rng.uniform(1.0, 4.0)
     elif kind in ("apiserver-down", "rbac-revoke"):
         hold = rng.uniform(2.0, 8.0)
+    elif kind == "clock-skew":
+        # The rate of the skewed sidecar's clocks: inside the lease's bound whatever else
+        # fails meanwhile (lease.py, 3.), from the slowest to just below the fastest.
+        fastest = lease.fastest_ratio(session) - 0.02
+        amount = rng.uniform(lease.slowest_rate_any(session), fastest)
+        hold = rng.uniform(8.0, 30.0)
+    elif kind == "zk-leader-pause":
+        amount = rng.uniform(*PAUSE_SYNC_LIMITS)  # in syncLimits
+        hold = amount * ZK_SYNC_LIMIT_TICKS * ZK_TICK_SECONDS
+    elif kind in ("zk-partition", "zk-bridge", "zk-asymmetric"):
+        hold = rng.uniform(1.0, 8.0)
+    elif kind == "zk-slow-net":
+        amount = rng.uniform(0.02, 0.2)  # the fraction of packets lost
+        hold = rng.uniform(2.0, 8.0)
+    elif kind == "sidecar-split":
+        hold = rng.uniform(0.5, 2.5) * session
     else:  # label-tamper, step-down, znode-delete: one action, healed by the sidecars
         hold = 0.0
     return Fault(episode, kind, round(at, 3), round(hold, 3), target, round(amount, 3))

@@ -1,7 +1,8 @@
 """What the soak runs and breaks: a real ensemble, sidecar processes, and their cluster.
 
-`SoakWorld` owns a three-server ZooKeeper ensemble, one fault proxy per sidecar in front
-of it (so one sidecar's network can fail alone), the sidecar processes and, with
+`SoakWorld` owns a three-server ZooKeeper ensemble, the sidecar processes, their network
+(`topology`: a fault proxy per sidecar on loopback, or every server and sidecar in a
+network namespace of its own, where the links between servers fail too) and, with
 Kubernetes, a namespace of a real local control plane with the chart's RBAC and one pod
 per sidecar; each sidecar publishes to its pod with the chart's ServiceAccount token.
 
@@ -9,8 +10,8 @@ per sidecar; each sidecar publishes to its pod with the chart's ServiceAccount t
 families never touch the same part, so the healers of one episode can run in any order.
 The election's faults reach ZooKeeper as an operator would: straight to the ensemble,
 past the sidecars' fault proxies, with the group's credentials if the sidecars have some.
-`watch_processes()` tells sidecars that exited without being told to (a crash) apart
-from the ones the soak killed or stopped, restarts them, and counts them.
+`crashes` (`crashwatch`) tells sidecars that exited without being told to (a crash)
+apart from the ones the soak killed or stopped, restarts them, and counts them.
 
 Guaranteed: `close()` stops every process and proxy it started, whatever failed.
 """
@@ -18,24 +19,22 @@ Guaranteed: `close()` stops every process and proxy it started, whatever failed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import random
 import signal
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ...config import DEFAULT_PARENT
 from ...k8s import GROUP_LABEL, STEP_DOWN_ANNOTATION
 from ..candidates import SidecarProcess, wait_for
+from ..clockskew import ClockSkew
 from ..cluster.control_plane import LocalCluster
 from ..cluster.namespace import KubeNamespace
-from ..ensemble import Ensemble
-from ..faultproxy import FaultyNetwork
 from . import zkcli
+from .crashwatch import CrashWatch
 from .schedule import Fault
+from .topology import Loopback, Namespaced, Topology
 
 Healer = Callable[[], None]
 ELECTION = "soak"
@@ -48,51 +47,41 @@ def _nothing() -> None:
     return None
 
 
-@dataclasses.dataclass
-class Crash:
-    identity: str
-    at: float
-    code: int | None
-    log_tail: str
-
-
 class SoakWorld:
     def __init__(self, directory: Path, sidecars: int, session_timeout: float, seed: int,
-                 cluster: LocalCluster | None, token_seconds: int = 3600) -> None:
+                 cluster: LocalCluster | None, token_seconds: int = 3600,
+                 namespaces: bool = False) -> None:
         self.directory = directory
         self.session_timeout = session_timeout
         self.rng = random.Random(seed)  # target choices: same seed, same picks given a state
         self.cluster = cluster
-        self.ensemble = Ensemble(size=3, tick_time_ms=200, base_dir=directory / "zookeeper")
-        self.networks: list[FaultyNetwork] = []
+        self.topology: Topology = Namespaced() if namespaces else Loopback()
+        self.ensemble = self.topology.ensemble(directory)
         self.sidecars: list[SidecarProcess] = []
         self.namespace: KubeNamespace | None = None
         self.token_seconds = token_seconds
         self.count = sidecars
-        self.crashes: list[Crash] = []
-        self._expected_down: set[str] = set()
-        self._lock = threading.Lock()
+        self.crashes = CrashWatch(self.sidecars)
 
     # --- set-up -----------------------------------------------------------------------------
 
     def start(self) -> SoakWorld:
         self.ensemble.start()
-        ports = [server.client_port for server in self.ensemble.servers]
         kubeconfig = None
         if self.cluster is not None:
             self.namespace = KubeNamespace(self.cluster, f"soak-{self.rng.randrange(16**6):06x}",
                                            self.directory, token_seconds=self.token_seconds,
-                                           replicas=self.count)
+                                           replicas=self.count,
+                                           listen_host=self.topology.api_host)
             self.namespace.create()
             kubeconfig = self.namespace.kubeconfig_path
         for index in range(self.count):
             identity = f"app-{index}"
-            network = FaultyNetwork(ports)
-            self.networks.append(network)
+            hosts, wrapper = self.topology.sidecar_route(self.ensemble)
             if self.namespace is not None:
                 self.namespace.add_pod(identity, {GROUP_LABEL: ELECTION, "app": "soak"})
             self.sidecars.append(SidecarProcess(
-                identity=identity, zk_hosts=network.connect_string,
+                identity=identity, zk_hosts=hosts, wrapper=wrapper,
                 role_dir=self.directory / "roles" / identity, election=ELECTION,
                 session_timeout=self.session_timeout,
                 log_path=self.directory / "logs" / f"{identity}.log",
@@ -113,18 +102,18 @@ class SoakWorld:
                 sidecar.thaw()
                 sidecar.terminate(10)
             sidecar.cleanup()
-        for network in self.networks:
-            network.close()
         self.ensemble.stop(keep_data=True)
         if self.namespace is not None:
             with contextlib.suppress(Exception):
                 self.namespace.delete()
+        self.topology.close()
 
     # --- who is who ---------------------------------------------------------------------------
 
     def pick(self, target: str) -> SidecarProcess:
         """A running sidecar by selector: its files say leader, say follower, or any."""
-        running = [s for s in self.sidecars if s.running and s.identity not in self._expected_down]
+        stopped = self.crashes.stopped()
+        running = [s for s in self.sidecars if s.running and s.identity not in stopped]
         pool = running or self.sidecars
         if target in ("leader", "follower"):
             matching = [s for s in pool if (s.role() == "leader") == (target == "leader")]
@@ -136,15 +125,25 @@ class SoakWorld:
     def inject(self, fault: Fault) -> tuple[str, Healer]:
         """Break something; returns what was broken and the function that heals it."""
         family = {"process": self._process, "zookeeper": self._zookeeper,
-                  "network": self._network, "election": self._election,
-                  "kubernetes": self._kubernetes}[fault.family]
+                  "zk-network": self._zk_network, "network": self._network,
+                  "election": self._election, "kubernetes": self._kubernetes}[fault.family]
         return family(fault)
+
+    def _restart(self, sidecar: SidecarProcess, clock: ClockSkew | None) -> None:
+        """Stop gracefully and start again, with these clocks."""
+        with self.crashes.down(sidecar.identity):
+            sidecar.thaw()
+            sidecar.terminate(20)
+            sidecar.clock = clock
+            sidecar.start()
 
     def _process(self, fault: Fault) -> tuple[str, Healer]:
         sidecar = self.pick(fault.target)
+        if fault.kind == "clock-skew":
+            self._restart(sidecar, ClockSkew(fault.amount))
+            return f"{sidecar.identity} x{fault.amount:.3f}", lambda: self._restart(sidecar, None)
         if fault.kind in ("kill", "term"):
-            with self._lock:
-                self._expected_down.add(sidecar.identity)
+            self.crashes.mark_down(sidecar.identity)
             if fault.kind == "kill":
                 sidecar.kill()
             else:
@@ -152,8 +151,7 @@ class SoakWorld:
 
             def restart() -> None:
                 sidecar.start()
-                with self._lock:
-                    self._expected_down.discard(sidecar.identity)
+                self.crashes.mark_up(sidecar.identity)
 
             return sidecar.identity, restart
         sidecar.freeze()
@@ -161,6 +159,17 @@ class SoakWorld:
 
     def _zookeeper(self, fault: Fault) -> tuple[str, Healer]:
         running = [s for s in self.ensemble.servers if s.running]
+        if fault.kind == "zk-leader-pause":
+            leader = self.ensemble.leader()
+            paused = [leader] if leader is not None else running[:1]
+            for server in paused:
+                server.signal(signal.SIGSTOP)
+
+            def resume() -> None:
+                for server in paused:
+                    server.signal(signal.SIGCONT)
+
+            return ",".join(f"zk{server.myid}" for server in paused), resume
         if fault.kind == "zk-leader-kill":
             leader = self.ensemble.leader()
             victims = [leader] if leader is not None else running[:1]
@@ -179,20 +188,16 @@ class SoakWorld:
 
     def _network(self, fault: Fault) -> tuple[str, Healer]:
         sidecar = self.pick(fault.target)
-        network = self.networks[self.sidecars.index(sidecar)]
-        if fault.kind == "net-cut":
-            network.cut()
-        elif fault.kind == "net-blackhole":
-            network.blackhole()
-        else:
-            for proxy in network.proxies:
-                proxy.delay(fault.amount)
-        return sidecar.identity, network.heal
+        index = self.sidecars.index(sidecar)
+        self.topology.break_sidecar(index, fault.kind, fault.amount, self.rng)
+        return sidecar.identity, lambda: self.topology.heal_sidecar(index)
+
+    def _zk_network(self, fault: Fault) -> tuple[str, Healer]:
+        return self.topology.break_servers(fault.kind, fault.amount, self.rng)
 
     def _someone_leads(self) -> bool:
         # Not through `pick`: polling it would draw from the rng and shift later targets.
-        with self._lock:
-            down = set(self._expected_down)
+        down = self.crashes.stopped()
         return any(s.running and s.identity not in down and s.role() == "leader"
                    for s in self.sidecars)
 
@@ -228,26 +233,9 @@ class SoakWorld:
         namespace.annotate_pod(sidecar.identity, STEP_DOWN_ANNOTATION, "soak")
         return sidecar.identity, _nothing
 
-    # --- crashes ------------------------------------------------------------------------------
-
-    def check_processes(self) -> None:
-        """Count and restart sidecars that exited although nobody stopped them."""
-        for sidecar in self.sidecars:
-            with self._lock:
-                expected = sidecar.identity in self._expected_down
-            if expected or sidecar.process is None or sidecar.running:
-                continue
-            code = sidecar.process.returncode
-            log = sidecar.log_text()
-            self.crashes.append(Crash(sidecar.identity, time.time(), code, log[-2000:]))
-            sidecar.start()
-
-    def tracebacks(self) -> dict[str, int]:
-        """'Traceback' lines in each sidecar's log (logged, not necessarily fatal)."""
-        return {sidecar.identity: sidecar.log_text().count("Traceback (most recent call last)")
-                for sidecar in self.sidecars}
-
     def thaw_all(self) -> None:
         for sidecar in self.sidecars:
             sidecar.signal(signal.SIGCONT)
+        for server in self.ensemble.servers:
+            server.signal(signal.SIGCONT)
 
