@@ -16,6 +16,7 @@ from kazoo.exceptions import NoAuthError
 from kazoo.security import make_digest_acl
 
 from sidecar.election import lease
+from sidecar.lab import netns
 from sidecar.lab.cluster.control_plane import LocalCluster
 from sidecar.lab.ensemble import Ensemble
 from sidecar.lab.soak import analysis, zkcli
@@ -245,6 +246,8 @@ def test_epochs_must_grow_from_one_leader_to_the_next():
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(netns.available() is not None,
+                    reason=f"no network namespaces: {netns.available()}")
 def test_two_minute_namespaced_soak_has_no_violation(cluster: LocalCluster, tmp_path: Path):
     """Every ZooKeeper server and sidecar in a network namespace of its own: the faults
     between servers, a paused quorum leader and skewed clocks with all the others."""
