@@ -53,6 +53,16 @@ class ClockSkewError(Exception):
     """libfaketime or a C compiler is missing, or the wrapper did not build."""
 
 
+def available() -> str | None:
+    """None when a skewed process can be started here; otherwise why not, in one line."""
+    try:
+        find_libfaketime()
+        ensure_wrapper()
+    except (ClockSkewError, OSError) as error:
+        return str(error)
+    return None
+
+
 def find_libfaketime() -> Path:
     found = sorted(glob.glob(LIBFAKETIME_GLOB))
     if not found:
@@ -90,6 +100,11 @@ class ClockSkew:
     def __post_init__(self) -> None:
         if not 0.05 <= self.rate <= 20:
             raise ClockSkewError(f"clock rate {self.rate:g} is out of range [0.05, 20]")
+
+    def check(self) -> None:
+        """Raise `ClockSkewError` unless a process can be started with this clock."""
+        ensure_wrapper()
+        find_libfaketime()
 
     def environment(self, base: Mapping[str, str], map_path: Path) -> dict[str, str]:
         preload = f"{ensure_wrapper()} {find_libfaketime()}"

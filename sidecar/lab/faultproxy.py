@@ -172,6 +172,7 @@ class FaultProxy:
 
     def close(self) -> None:
         self._running = False
+        self.blackholed = False  # a link still being accepted must not wait for a heal
         with contextlib.suppress(OSError):
             self.listener.close()
         self._close_links()

@@ -19,12 +19,14 @@ its namespace, where nothing else is:
   narrow link, rather than a fixed delay;
 - `heal()`: flush all of the above.
 
-When the bridge goes through the host's iptables (`br_netfilter`, which the real node
-loads), an ACCEPT rule for the bridge's own traffic is inserted into FORWARD for the run.
+The bridge's traffic goes through the host's iptables when `br_netfilter` is loaded (the
+real node loads it), so an ACCEPT rule for the bridge's own traffic is inserted into
+FORWARD for the run, whatever the module's state when the run starts.
 
 Guaranteed: `close()` removes every namespace, the bridge and the FORWARD rule it made,
 whatever failed; `remove_leftovers()` removes those of runs that were killed (found by the
-`lss` prefix and a process id that no longer runs). Needs root, iproute2 and iptables.
+process id in their names that no longer runs; processes left in their namespaces are
+killed). Needs root, iproute2 and iptables.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ import dataclasses
 import ipaddress
 import itertools
 import os
+import re
+import signal
 import subprocess
+import zlib
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 PREFIX = "lss"
 NETWORK = ipaddress.IPv4Network("10.213.0.0/16")  # a /24 of it per run
-BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 DIRECTIONS = ("in", "out", "both")
 _COUNT = itertools.count()
 
@@ -80,6 +83,8 @@ class Host:
         return ("ip", "netns", "exec", self.namespace)
 
     def _in(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if command[0] == "iptables":
+            command = ("iptables", "-w", *command[1:])  # wait for the xtables lock
         return run(*self.wrapper, *command, check=check)
 
     def drop(self, peers: Iterable[str], direction: str = "both") -> None:
@@ -113,9 +118,13 @@ class Host:
                      "prio", "1", "u32", "match", "ip", "dst", f"{peer}/32", "flowid", "1:2")
 
     def heal(self) -> None:
-        self._in("iptables", "-F", "INPUT")
-        self._in("iptables", "-F", "OUTPUT")
-        self._in("tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+        """Every step is tried, whatever the one before did; the first failure is raised."""
+        results = [self._in("iptables", "-F", "INPUT", check=False),
+                   self._in("iptables", "-F", "OUTPUT", check=False)]
+        self._in("tc", "qdisc", "del", "dev", "eth0", "root", check=False)  # none: fine
+        failed = [r for r in results if r.returncode != 0]
+        if failed:
+            raise NetnsError(f"heal {self.name}: {failed[0].stderr.strip()}")
 
 
 class LabNet:
@@ -123,10 +132,14 @@ class LabNet:
 
     def __init__(self) -> None:
         self.bridge = f"{PREFIX}{os.getpid():x}x{next(_COUNT)}"
-        self.subnet = _free_subnet()
-        self.gateway = str(self.subnet.network_address + 254)
+        self.subnet = NETWORK  # a /24 of it, chosen in up()
         self.hosts: dict[str, Host] = {}
         self._forward_rule: tuple[str, ...] | None = None
+
+    @property
+    def gateway(self) -> str:
+        """This machine's address on the bridge."""
+        return str(self.subnet.network_address + 254)
 
     def up(self) -> LabNet:
         reason = available()
@@ -134,12 +147,12 @@ class LabNet:
             raise NetnsError(reason)
         try:
             run("ip", "link", "add", self.bridge, "type", "bridge")
+            self.subnet = _free_subnet(start=os.getpid() + zlib.crc32(self.bridge.encode()))
             run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             run("ip", "link", "set", self.bridge, "up")
-            if BRIDGE_NF.exists() and BRIDGE_NF.read_text().strip() == "1":
-                self._forward_rule = ("FORWARD", "-i", self.bridge, "-o", self.bridge,
-                                      "-j", "ACCEPT")
-                run("iptables", "-I", *self._forward_rule)
+            self._forward_rule = ("FORWARD", "-i", self.bridge, "-o", self.bridge,
+                                  "-j", "ACCEPT")
+            run("iptables", "-w", "-I", *self._forward_rule)
         except Exception:
             self.close()
             raise
@@ -165,15 +178,18 @@ class LabNet:
             run("ip", "netns", "del", host.namespace, check=False)  # its veth goes with it
         self.hosts.clear()
         if self._forward_rule is not None:
-            run("iptables", "-D", *self._forward_rule, check=False)
+            run("iptables", "-w", "-D", *self._forward_rule, check=False)
             self._forward_rule = None
         run("ip", "link", "del", self.bridge, check=False)
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
-    """The first /24 of `NETWORK` no interface of this machine holds an address in."""
+def _free_subnet(start: int) -> ipaddress.IPv4Network:
+    """A /24 of `NETWORK` no interface of this machine holds an address in, looked for from
+    the `start`-th on (runs that start together start at different places)."""
     taken = run("ip", "-4", "-o", "addr", "show", check=False).stdout
-    for subnet in NETWORK.subnets(new_prefix=24):
+    subnets = list(NETWORK.subnets(new_prefix=24))
+    for offset in range(len(subnets)):
+        subnet = subnets[(start + offset) % len(subnets)]
         first_three = str(subnet.network_address).rsplit(".", 1)[0]
         if f"inet {first_three}." not in taken:
             return subnet
@@ -182,13 +198,11 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 def _abandoned(name: str) -> bool:
     """`name` is a bridge or namespace of a run whose process is gone."""
-    bridge = name.split("-")[0]
-    if not bridge.startswith(PREFIX):
+    ours = re.fullmatch(rf"{PREFIX}([0-9a-f]+)x[0-9]+(-.+)?", name)
+    if ours is None:
         return False
     try:
-        os.kill(int(bridge[len(PREFIX):].split("x")[0], 16), 0)
-    except ValueError:
-        return False  # not one of ours
+        os.kill(int(ours.group(1), 16), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -202,13 +216,17 @@ def remove_leftovers() -> list[str]:
     for line in run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         if _abandoned(name):
+            pids = run("ip", "netns", "pids", name, check=False).stdout.split()
+            for pid in pids:  # a ZooKeeper server or sidecar of the killed run
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             run("ip", "netns", "del", name, check=False)
             removed.append(name)
     for line in run("ip", "-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
         name = line.split(":")[1].strip() if ":" in line else ""
         if _abandoned(name):
-            with contextlib.suppress(NetnsError):
-                run("iptables", "-D", "FORWARD", "-i", name, "-o", name, "-j", "ACCEPT")
+            run("iptables", "-w", "-D", "FORWARD", "-i", name, "-o", name, "-j", "ACCEPT",
+                check=False)
             run("ip", "link", "del", name, check=False)
             removed.append(name)
     return removed

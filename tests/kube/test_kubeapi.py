@@ -159,7 +159,8 @@ def test_tls_server_name_checks_the_certificate_against_the_apiserver_not_the_pr
     cluster = admin["clusters"][0]["cluster"]
     cluster["server"] = f"https://127.0.0.2:{proxy.port}"
     try:
-        for name, works in ((None, False), (upstream.hostname, True)):
+        # No name: the proxy's address is checked; a wrong name: refused; the apiserver's.
+        for name, works in ((None, False), ("wrong.invalid", False), (upstream.hostname, True)):
             if name:
                 cluster["tls-server-name"] = name
             path = tmp_path / f"kubeconfig-{name}"

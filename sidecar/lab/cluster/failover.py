@@ -70,8 +70,11 @@ def act(release: ChartRelease, action: str, leader: str) -> None:
     elif action == "freeze":
         release.signal_sidecar(leader, signal.SIGSTOP)
     elif action == "step-down":
-        release.kubectl("annotate", "pod", leader, "leader-election/step-down=now",
-                        "--overwrite")
+        # A value of its own each time: the same value over one the sidecar has not yet
+        # removed (its removal late on a busy machine) would change nothing, and no
+        # event would tell that the request was made.
+        release.kubectl("annotate", "pod", leader,
+                        f"leader-election/step-down=now-{time.time_ns()}", "--overwrite")
     else:
         raise ValueError(f"unknown action {action!r}")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...k8s import GROUP_LABEL
+from .. import clockskew
 from ..candidates import leaders, wait_for
 from ..cluster import binaries
 from ..cluster.control_plane import LocalCluster
@@ -172,10 +173,12 @@ def run_soak(options: SoakOptions, cluster: LocalCluster | None = None,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     directory = options.out
     directory.mkdir(parents=True, exist_ok=True)
-    kinds = kinds_for(options.kubernetes, options.kinds, options.namespaces)
+    kinds = kinds_for(options.kubernetes, options.kinds, options.namespaces,
+                      clocks=clockskew.available() is None)
     episodes = make_schedule(options.seed, options.seconds, kinds, options.session_timeout)
     (directory / "schedule.json").write_text(json.dumps(
-        {"seed": options.seed, "seconds": options.seconds,
+        {"seed": options.seed, "seconds": options.seconds, "kinds": kinds,
+         "network": "namespaces" if options.namespaces else "loopback",
          "episodes": [dataclasses.asdict(e) for e in episodes]}, indent=1))
     with contextlib.ExitStack() as stack:
         if options.kubernetes and cluster is None:

@@ -105,7 +105,9 @@ class ScheduleError(ValueError):
 
 
 def kinds_for(kubernetes: bool, only: Sequence[str] | None = None,
-              namespaces: bool = False) -> list[str]:
+              namespaces: bool = False, clocks: bool = True) -> list[str]:
+    """The kinds to schedule: `only` (all by default) less those this run cannot make
+    (Kubernetes, the namespaced network, a skewed clock: libfaketime and a compiler)."""
     names = list(only) if only else list(KINDS)
     unknown = [name for name in names if name not in KINDS]
     if unknown:
@@ -116,9 +118,13 @@ def kinds_for(kubernetes: bool, only: Sequence[str] | None = None,
         if needing:
             raise ScheduleError(f"{', '.join(needing)} need the namespaced network "
                                 "(--network namespaces)")
+    if only and not clocks and "clock-skew" in names:
+        raise ScheduleError("clock-skew needs libfaketime and a C compiler "
+                            "(apt-get install faketime gcc)")
     return [name for name in names
             if (kubernetes or not KINDS[name].kubernetes)
-            and (namespaces or not KINDS[name].namespaces)]
+            and (namespaces or not KINDS[name].namespaces)
+            and (clocks or name != "clock-skew")]
 
 
 def _fault(rng: random.Random, episode: int, kind: str, at: float, session: float) -> Fault:

@@ -22,6 +22,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,11 @@ class SoakWorld:
         self.rng = random.Random(seed)  # target choices: same seed, same picks given a state
         self.cluster = cluster
         self.topology: Topology = Namespaced() if namespaces else Loopback()
-        self.ensemble = self.topology.ensemble(directory)
+        try:
+            self.ensemble = self.topology.ensemble(directory)
+        except Exception:
+            self.topology.close()
+            raise
         self.sidecars: list[SidecarProcess] = []
         self.namespace: KubeNamespace | None = None
         self.token_seconds = token_seconds
@@ -102,11 +107,13 @@ class SoakWorld:
                 sidecar.thaw()
                 sidecar.terminate(10)
             sidecar.cleanup()
-        self.ensemble.stop(keep_data=True)
-        if self.namespace is not None:
-            with contextlib.suppress(Exception):
-                self.namespace.delete()
-        self.topology.close()
+        try:
+            self.ensemble.stop(keep_data=True)
+            if self.namespace is not None:
+                with contextlib.suppress(Exception):
+                    self.namespace.delete()
+        finally:
+            self.topology.close()
 
     # --- who is who ---------------------------------------------------------------------------
 
@@ -130,10 +137,16 @@ class SoakWorld:
         return family(fault)
 
     def _restart(self, sidecar: SidecarProcess, clock: ClockSkew | None) -> None:
-        """Stop gracefully and start again, with these clocks."""
+        """Stop gracefully and start again, with these clocks (checked first: a sidecar
+        is never left stopped because libfaketime is missing)."""
+        if clock is not None:
+            clock.check()
         with self.crashes.down(sidecar.identity):
             sidecar.thaw()
-            sidecar.terminate(20)
+            try:
+                sidecar.terminate(20)
+            except subprocess.TimeoutExpired:
+                sidecar.kill()  # counted by nobody: the soak stopped it
             sidecar.clock = clock
             sidecar.start()
 
