@@ -211,8 +211,8 @@ class _HTTPSConnection(http.client.HTTPSConnection):
         if self._server_name is None or self._tls is None:
             super().connect()
             return
-        raw = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self._server_name)
+        http.client.HTTPConnection.connect(self)  # TCP as http.client opens it (no delay)
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
 
 
 class KubeApi:

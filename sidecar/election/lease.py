@@ -16,14 +16,16 @@ Clock and protocol assumptions (client-go style, next to the code that relies on
    it committed; the link can fail right after, losing every touch it had not forwarded
    yet: at worst those of the last half tick before the commit. The server grants
    `T >= 2 ticks`, so a half tick is at most `T/4`: every packet sent at least `T/4`
-   before `t_send` has reached the leader. So the session cannot expire before
+   before `t_send` has reached the leader (measured on our clock as
+   `T/4 * (1 + DRIFT_RATIO)`, so that a clock running fast by up to `DRIFT_RATIO` still
+   spans a half tick: 3.). So the session cannot expire before
    `touch + T`, where `touch` is the newest of: a connect of this session sent before
    `t_send`, and a packet of it sent at or before `t_send - T/4` (`ZkSession` records
    every packet kazoo sends, its pings included). The lease is
    `min(t_send + T/2, touch + T) - margin`: `t_send + T/2` when the session sent anything
    in the quarter before (a leader renewing every `T/4`, an heir keeping its anchor), but
    shorter after an idle spell: at `T = 2` ticks a follower that only pinged (every
-   `T/3`, kazoo's pace) gets `t_send + 5T/12 - margin` at worst, and a process frozen
+   `T/3`, kazoo's pace) gets about `t_send + 0.40 T - margin` at worst, and a process frozen
    for most of `T` gets what is left of its last touch, nothing if that is too little.
    A new ZooKeeper leader restarts every session's timer in full, and servers round an
    expiry up to the next tick: both err on the safe side.
@@ -48,12 +50,17 @@ Clock and protocol assumptions (client-go style, next to the code that relies on
      `T/2 - margin` lease against a `T` session. `tests/test_clock_skew.py` runs a leader
      under libfaketime at exactly this rate, cut off right after a renewal: 0 two-lease
      instants; and 0.05 below it: the checker sees two leases in every round.
-   A clock that runs fast (`rho > 1`) only shortens leases in real time, and packets sent
-   `T/4` of a fast clock before an anchor were still forwarded: the `T/4` bound on the
-   half tick has `margin` to spare in 2. The one interval that must be *long* is
-   `release_wait` (6.), measured on the heir's clock against the owner's lease on the
-   owner's: their rates may differ by `fastest_ratio` = `(T/2 + margin)/(T/2 - margin)`
-   (1.22) at most.
+   A clock that runs fast (`rho > 1`) shortens leases in real time, but two intervals
+   must be *long* in real time and so bound it. The forwarding window of 2.: packets
+   counted as forwarded were sent `T/4 * (1 + DRIFT_RATIO)` of our clock before the
+   anchor, at least the half tick a server may hold them when
+   `rho <= (1 + DRIFT_RATIO) * T / (2 * tick)`: 1.05 at the smallest `T` (two ticks),
+   5.25 at the soak's ten. And `release_wait` (6.): `T/2 + margin` of the heir's clock
+   must outlast `T/2 - margin` of the owner's, so the heir's rate may be at most
+   `fastest_ratio` = `(T/2 + margin)/(T/2 - margin)` (1.22) times the owner's. Where a
+   znode can be deleted by hand while its owner lives (6.; the soak's `znode-delete`),
+   that bounds a slow owner too, whatever the case above: at least `1/fastest_ratio`
+   (0.82) of its heir's rate.
 4. Applications read `lease_expires` as wall-clock time on the same node. The conversion
    from monotonic to wall time reads the wall clock *first* (`monotonic_to_wall`): a
    stall between the two reads (descheduling, a pause of the collector, SIGSTOP) can
@@ -148,7 +155,7 @@ def renew_interval(session_timeout: float) -> float:
 def idle_lease(session_timeout: float) -> float:
     """The shortest lease an anchor gives a session that only pinged before it (2.)."""
     t = session_timeout
-    worst_touch = FORWARD_FRACTION * t + IDLE_PING_FRACTION * t  # before t_send
+    worst_touch = forward_window(t) + IDLE_PING_FRACTION * t  # before t_send
     return min(LEASE_FRACTION * t, t - worst_touch) - margin(t)
 
 
@@ -177,9 +184,16 @@ def lease_deadline(answered_send: float, session_timeout: float, touch: float | 
     return min(answered_send + LEASE_FRACTION * t, touch + t) - margin(t)
 
 
+def forward_window(session_timeout: float) -> float:
+    """How long before an anchor a packet must have been sent, on our clock, to have
+    reached the ZooKeeper leader (2.): a half tick, `T/4` at most, with room for a clock
+    running fast by `DRIFT_RATIO` (3.)."""
+    return FORWARD_FRACTION * session_timeout * (1 + DRIFT_RATIO)
+
+
 def forwarded_before(answered_send: float, session_timeout: float) -> float:
     """Packets sent at or before this instant reached the ZooKeeper leader (2.)."""
-    return answered_send - FORWARD_FRACTION * session_timeout
+    return answered_send - forward_window(session_timeout)
 
 
 def release_wait(session_timeout: float) -> float:

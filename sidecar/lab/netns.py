@@ -87,6 +87,16 @@ class Host:
             command = ("iptables", "-w", *command[1:])  # wait for the xtables lock
         return run(*self.wrapper, *command, check=check)
 
+    def forward_loopback(self, port: int, to: str) -> None:
+        """Connections to 127.0.0.1:`port` in this namespace go to `to`:`port` (an address
+        of this machine on the bridge): a client here reaches a server that listens there
+        under the name its certificate gives, 127.0.0.1. Faults never touch it (nat table)."""
+        self._in("sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1")
+        self._in("iptables", "-t", "nat", "-A", "OUTPUT", "-d", "127.0.0.1/32", "-p", "tcp",
+                 "--dport", str(port), "-j", "DNAT", "--to-destination", f"{to}:{port}")
+        self._in("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0",
+                 "-s", "127.0.0.1/32", "-j", "SNAT", "--to-source", self.address)
+
     def drop(self, peers: Iterable[str], direction: str = "both") -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}: {direction!r}")

@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <limits.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,23 +48,33 @@ int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime) {
                         dlsym(RTLD_NEXT, "sem_clockwait");
   clock_gettime(clock, &faked); /* libfaketime's */
   real_clock(CLOCK_MONOTONIC, &now);
-  long long left = ns_of(abstime) - ns_of(&faked);
+  /* In doubles, clamped: CPython gives the longest waits a deadline near LLONG_MAX. */
+  double left = ((double)abstime->tv_sec - faked.tv_sec) * NS
+                + ((double)abstime->tv_nsec - faked.tv_nsec);
   if (left < 0) left = 0;
-  long long at = ns_of(&now) + (long long)(left / rate());
-  deadline.tv_sec = at / NS;
-  deadline.tv_nsec = at % NS;
+  double at = (double)ns_of(&now) + left / rate();
+  if (at > (double)LLONG_MAX / 2) at = (double)LLONG_MAX / 2;
+  deadline.tv_sec = (time_t)((long long)at / NS);
+  deadline.tv_nsec = (long)((long long)at % NS);
   return next(sem, CLOCK_MONOTONIC, &deadline);
 }
 
+/* Every process image that loads this writes its own line (`ip netns exec`, then the
+ * Python it runs): the last one, the sidecar's, stays. Written aside and renamed, so a
+ * reader never sees half a line. */
 __attribute__((constructor)) static void write_map(void) {
   const char *path = getenv("LSCLOCK_MAP");
   struct timespec real, faked;
+  char partial[4096];
   if (!path || !*path) return;
+  if (snprintf(partial, sizeof partial, "%s.%d", path, (int)getpid()) >= (int)sizeof partial)
+    return;
   real_clock(CLOCK_REALTIME, &real);
   clock_gettime(CLOCK_REALTIME, &faked);
-  FILE *out = fopen(path, "w");
+  FILE *out = fopen(partial, "w");
   if (!out) return;
   fprintf(out, "%lld.%09ld %lld.%09ld %.9f\n", (long long)real.tv_sec, real.tv_nsec,
           (long long)faked.tv_sec, faked.tv_nsec, rate());
-  fclose(out);
+  if (fclose(out) == 0) rename(partial, path);
+  else unlink(partial);
 }

@@ -79,8 +79,9 @@ class KubeNamespace:
     def __init__(self, cluster: LocalCluster, namespace: str, directory: Path,
                  *, token_seconds: int = 3600, replicas: int = 3,
                  listen_host: str = "127.0.0.1") -> None:
-        """`listen_host`: where the sidecars reach the apiserver's proxy (an address of
-        this machine they can route to: the namespaced soak's bridge)."""
+        """`listen_host`: where the apiserver's proxy listens (an address of this machine
+        the sidecars can route to: the namespaced soak's bridge, which forwards their
+        127.0.0.1 there, so that the certificate's name still matches)."""
         self.cluster = cluster
         self.listen_host = listen_host
         self.token_seconds = token_seconds
@@ -112,13 +113,10 @@ class KubeNamespace:
         upstream = urllib.parse.urlsplit(self.cluster.server())
         self.proxy = FaultProxy(int(upstream.port or 443), listen_host=self.listen_host)
         token = self.token(self.token_seconds)
-        # The serving certificate names the apiserver's own address: through a proxy on
-        # another address, the client checks it against that name.
         self.kubeconfig_path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "sidecar",
             "clusters": [{"name": "local", "cluster": {
-                "server": f"https://{self.listen_host}:{self.proxy.port}",
-                "tls-server-name": upstream.hostname or "127.0.0.1",
+                "server": f"https://127.0.0.1:{self.proxy.port}",
                 "certificate-authority": str(self.cluster.ca_path)}}],
             "users": [{"name": "sidecar", "user": {"token": token}}],
             "contexts": [{"name": "sidecar", "context": {

@@ -10,7 +10,9 @@ Two layouts, one interface (`Topology`):
   Sidecar faults are iptables rules in the sidecar's namespace; the faults between
   servers (`zk-partition`, `zk-bridge`, `zk-asymmetric`, `zk-slow-net`) are rules and
   tc classes in the servers' namespaces. The sidecars reach the apiserver through the
-  namespace's apiserver proxy, which listens on the bridge (`api_host`).
+  namespace's apiserver proxy, which listens on the bridge (`api_host`): their
+  namespace forwards 127.0.0.1 to it, so kubeapi and kopf check the apiserver's
+  certificate against the name it has.
 
 In both, `break_sidecar` returns nothing and `heal_sidecar` undoes every sidecar fault;
 `break_servers` returns what it broke and the function that heals it.
@@ -51,7 +53,8 @@ class Loopback:
     def ensemble(self, directory: Path) -> Ensemble:
         return _ensemble(directory)
 
-    def sidecar_route(self, ensemble: Ensemble) -> tuple[str, tuple[str, ...]]:
+    def sidecar_route(self, ensemble: Ensemble,
+                      api_port: int | None) -> tuple[str, tuple[str, ...]]:
         """The new sidecar's connect string and the command it runs through."""
         network = FaultyNetwork([server.client_port for server in ensemble.servers])
         self.networks.append(network)
@@ -101,9 +104,12 @@ class Namespaced:
     def ensemble(self, directory: Path) -> Ensemble:
         return _ensemble(directory, [(host.address, host.wrapper) for host in self.servers])
 
-    def sidecar_route(self, ensemble: Ensemble) -> tuple[str, tuple[str, ...]]:
+    def sidecar_route(self, ensemble: Ensemble,
+                      api_port: int | None) -> tuple[str, tuple[str, ...]]:
         host = self.net.add(f"s{len(self.sidecars)}")
         self.sidecars.append(host)
+        if api_port is not None:
+            host.forward_loopback(api_port, self.api_host)
         return ensemble.connect_string, host.wrapper
 
     def _server_addresses(self) -> list[str]:

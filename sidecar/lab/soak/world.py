@@ -82,7 +82,9 @@ class SoakWorld:
             kubeconfig = self.namespace.kubeconfig_path
         for index in range(self.count):
             identity = f"app-{index}"
-            hosts, wrapper = self.topology.sidecar_route(self.ensemble)
+            api_port = (self.namespace.proxy.port
+                        if self.namespace is not None and self.namespace.proxy else None)
+            hosts, wrapper = self.topology.sidecar_route(self.ensemble, api_port)
             if self.namespace is not None:
                 self.namespace.add_pod(identity, {GROUP_LABEL: ELECTION, "app": "soak"})
             self.sidecars.append(SidecarProcess(
