@@ -127,8 +127,11 @@ def test_a_slow_leader_at_the_bound_never_holds_its_lease_past_its_session(
 @pytest.mark.parametrize("rounds", [PAST], indirect=True)
 def test_a_slow_leader_past_the_bound_is_caught_holding_two_leases(
         rounds: SkewedRounds) -> None:
-    for index in range(ROUNDS):
-        report = rounds.round(index)
-        # The checker must see it both ways: in its samples and in the rebuilt terms.
-        assert report["two_lease_samples"] > 0, f"round {index}: no overlap seen"
-        assert report["overlapping_terms"], f"round {index}: terms do not overlap"
+    reports = [rounds.round(index) for index in range(ROUNDS)]
+    # Every round is a violation to the checker: the terms rebuilt from the files overlap
+    # (a packet of the leader's that reached its server after the anchor moves the
+    # session's end later, and an overlap of a few milliseconds falls between samples);
+    # and its samples caught two leases at once too.
+    assert all(report["overlapping_terms"] for report in reports), \
+        [report["two_lease_samples"] for report in reports]
+    assert sum(report["two_lease_samples"] for report in reports) > 0
