@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_ROLE_DIR,
     Config,
     ConfigError,
+    ZkTls,
     default_identity,
     parse_bool,
     parse_int,
@@ -43,6 +44,7 @@ from .config import (
     validate_session_timeout,
     validate_zk_auth,
     validate_zk_hosts,
+    validate_zk_tls,
 )
 
 PROG = "leader-sidecar"
@@ -74,6 +76,11 @@ def _common_zk(parser: argparse.ArgumentParser) -> None:
         "--election-parent", help=f"parent of the elections (env ELECTION_PARENT, {DEFAULT_PARENT})"
     )
     parser.add_argument("--zk-auth", help="digest credentials user:password (env ZK_AUTH)")
+    parser.add_argument(
+        "--zk-tls-ca", help="PEM CA bundle: connect over TLS and verify the servers (env ZK_TLS_CA)"
+    )
+    parser.add_argument("--zk-tls-cert", help="PEM client certificate for TLS (env ZK_TLS_CERT)")
+    parser.add_argument("--zk-tls-key", help="PEM key of the client certificate (env ZK_TLS_KEY)")
     parser.add_argument(
         "--session-timeout", help="ZooKeeper session timeout in seconds (env ZK_SESSION_TIMEOUT)"
     )
@@ -248,6 +255,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         "election_parent", "ELECTION_PARENT", validate_election_parent, DEFAULT_PARENT
     )
     kubeconfig = options.get("kubeconfig", "KUBECONFIG", validate_kubeconfig)
+    zk_tls = _zk_tls(options)
     log_level = options.get("log_level", "LOG_LEVEL", validate_log_level)
     role_dir = options.get("role_dir", "ROLE_DIR", _role_dir, str(DEFAULT_ROLE_DIR))
     return Config(
@@ -266,6 +274,18 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         kubeconfig=kubeconfig,
         elector_port=elector_port,
         log_level=log_level,
+        zk_tls=zk_tls,
+    )
+
+
+def _zk_tls(options: _Options) -> ZkTls | None:
+    def path(what: str) -> Callable[[str | None], str | None]:
+        return lambda value: validate_path_text(value, what) if value else None
+
+    return validate_zk_tls(
+        options.get("zk_tls_ca", "ZK_TLS_CA", path("ZooKeeper CA path")),
+        options.get("zk_tls_cert", "ZK_TLS_CERT", path("ZooKeeper client certificate path")),
+        options.get("zk_tls_key", "ZK_TLS_KEY", path("ZooKeeper client key path")),
     )
 
 
@@ -290,6 +310,7 @@ def _check_status(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     options.get("election", "ELECTION_NAME", validate_election)
     options.get("election_parent", "ELECTION_PARENT", validate_election_parent, DEFAULT_PARENT)
     options.get("zk_auth", "ZK_AUTH", validate_zk_auth)
+    _zk_tls(options)
     options.get("session_timeout", None, validate_session_timeout, 6)
     namespace = options.get("namespace", "POD_NAMESPACE", validate_namespace)
     options.get("kubeconfig", "KUBECONFIG", validate_kubeconfig)

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,7 @@ class Config(Record):
         "session_timeout",
         "zk_auth",
         "zk_hosts",
+        "zk_tls",
     )
 
     def __init__(
@@ -91,8 +93,10 @@ class Config(Record):
         kubeconfig: str | None = None,
         elector_port: int = 0,
         log_level: str = "INFO",
+        zk_tls: ZkTls | None = None,
     ) -> None:
         self.zk_hosts = zk_hosts
+        self.zk_tls = zk_tls
         self.election = election
         self.identity = identity
         self.namespace = namespace
@@ -115,6 +119,19 @@ class Config(Record):
     @property
     def publishes_to_kubernetes(self) -> bool:
         return self.k8s_enabled and self.namespace is not None and bool(self.identity)
+
+
+class ZkTls(Record):
+    """TLS to ZooKeeper: the CA bundle the servers' certificates must chain to (their name
+    must also match the connect string's host), and the client's own certificate and key,
+    which a server with `ssl.clientAuth=need` asks for. Paths of PEM files."""
+
+    __slots__ = ("ca", "cert", "key")
+
+    def __init__(self, ca: str, cert: str | None = None, key: str | None = None) -> None:
+        self.ca = ca
+        self.cert = cert
+        self.key = key
 
 
 def shown(value: object, limit: int = 60) -> str:
@@ -265,6 +282,29 @@ def validate_zk_auth(value: str | None) -> str | None:
             "characters (a newline or other control character, e.g. at the end of a Secret?)"
         )
     return value
+
+
+def validate_zk_tls(ca: str | None, cert: str | None, key: str | None) -> ZkTls | None:
+    """TLS is on with a CA; a client certificate and its key come together. The files are
+    loaded here, as the connection will load them, so that a bad file fails at start."""
+    if not ca:
+        if cert or key:
+            raise ConfigError("--zk-tls-cert/--zk-tls-key need --zk-tls-ca (ZK_TLS_CA): the CA "
+                              "that verifies the servers")
+        return None
+    if bool(cert) != bool(key):
+        raise ConfigError("--zk-tls-cert (ZK_TLS_CERT) and --zk-tls-key (ZK_TLS_KEY) go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    what = f"ZooKeeper CA {shown(ca)}"
+    try:
+        context.load_verify_locations(cafile=ca)
+        if cert and key:
+            what = f"ZooKeeper client certificate {shown(cert)} with key {shown(key)}"
+            context.load_cert_chain(cert, key)
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ConfigError(f"cannot load the {what}: {reason}") from None
+    return ZkTls(ca, cert or None, key or None)
 
 
 def validate_log_level(value: str | None) -> str:

@@ -24,6 +24,7 @@ from .config import (
     validate_session_timeout,
     validate_zk_auth,
     validate_zk_hosts,
+    validate_zk_tls,
 )
 from .election import identity_of, parse_candidates
 from .zk import NoNode, ZkError, ZkSession
@@ -103,10 +104,12 @@ def print_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         args.election_parent or env.get("ELECTION_PARENT") or DEFAULT_PARENT
     )
     auth = validate_zk_auth(args.zk_auth or env.get("ZK_AUTH"))
+    tls = validate_zk_tls(*(getattr(args, flag, None) or env.get(var) for flag, var in (
+        ("zk_tls_ca", "ZK_TLS_CA"), ("zk_tls_cert", "ZK_TLS_CERT"), ("zk_tls_key", "ZK_TLS_KEY"))))
     path = f"{parent.rstrip('/')}/{election}"
     timeout = validate_session_timeout(getattr(args, "session_timeout", None) or SESSION_TIMEOUT)
     zk = ZkSession(hosts, timeout, on_session=lambda _: None, on_watch=lambda *_: None,
-                   zk_auth=auth)
+                   zk_auth=auth, tls=tls)
     zk.start()
     try:
         if not zk.wait_connected(CONNECT_TIMEOUT):

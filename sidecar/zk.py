@@ -58,7 +58,7 @@ from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import make_acl, make_digest_acl
 
-from .config import Config
+from .config import Config, ZkTls
 from .state import Record
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
@@ -268,9 +268,21 @@ class _CappedConnectHandler(SequentialThreadingHandler):  # type: ignore[misc]
         return super().create_connection(*args, **kwargs)
 
 
+def _tls_options(tls: ZkTls | None) -> dict[str, Any]:
+    """kazoo's TLS arguments: the chain verified against `tls.ca` (kazoo also loads the
+    system's CAs) and the server's name against the connect string's host, which kazoo
+    also sends as SNI (`check_hostname`, kazoo >= 2.11); the client's certificate when
+    given. kazoo's `command()` (four-letter words) does not work over TLS: not used."""
+    if tls is None:
+        return {}
+    return {"use_ssl": True, "verify_certs": True, "check_hostname": True, "ca": tls.ca,
+            "certfile": tls.cert, "keyfile": tls.key}
+
+
 def session_for(config: Config) -> ZkSession:
     """The session an election of `config` runs on, not started yet."""
-    return ZkSession(config.zk_hosts, config.session_timeout, zk_auth=config.zk_auth)
+    return ZkSession(config.zk_hosts, config.session_timeout, zk_auth=config.zk_auth,
+                     tls=config.zk_tls)
 
 
 class ZkSession:
@@ -288,6 +300,7 @@ class ZkSession:
         on_session: Callable[[SessionEvent], None] | None = None,
         on_watch: Callable[[str, WatchKind], None] | None = None,
         zk_auth: str | None = None,
+        tls: ZkTls | None = None,
     ) -> None:
         self.requested_timeout = session_timeout
         self.sends = SendLog(session_timeout)
@@ -329,6 +342,7 @@ class ZkSession:
             default_acl=acl,
             auth_data=auth_data,
             logger=_kazoo_logger(_KazooWiretap(self.sends, self._set_negotiated)),
+            **_tls_options(tls),
         )
         self.client.add_listener(self._listener)
 

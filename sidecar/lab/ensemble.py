@@ -6,6 +6,11 @@ started through a command of its own: a network namespace of `netns`); `tick_tim
 configurable so that tests may use session timeouts of one or two seconds (the server
 allows [2, 20] ticks).
 
+With `tls=True` the servers serve clients over TLS only, as the chart's do: Netty's
+`secureClientPort` on the client port, no plain port, and client certificates required
+(`ssl.clientAuth=need`), all from a CA of the ensemble's own (`tlsfiles`). Debian's jar
+names only part of Netty in its manifest: the rest is added to the classpath.
+
 Guaranteed: `start()` returns once every server answers `srvr` with a mode of `leader` or
 `follower`; `stop()` kills every process and removes the data unless told to keep it.
 Not guaranteed: anything about ports staying free between `free_port()` and the bind.
@@ -20,13 +25,25 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which type checkers also take this for
+if TYPE_CHECKING:
+    from .tlsfiles import EnsembleTls
+
 DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
+# Netty's parts that Debian's zookeeper.jar leaves out of its Class-Path and that the
+# Netty connection factory (TLS) loads.
+DEBIAN_NETTY_EXTRA = tuple(
+    Path("/usr/share/java") / f"netty-{part}.jar"
+    for part in ("codec", "resolver", "transport-native-unix-common")
+)
+NETTY_FACTORY = "org.apache.zookeeper.server.NettyServerCnxnFactory"
 
 
 class EnsembleError(Exception):
@@ -42,7 +59,8 @@ def find_zookeeper_classpath() -> str:
             return os.pathsep.join(str(jar) for jar in jars)
         raise EnsembleError(f"ZOOKEEPER_HOME={home} holds no ZooKeeper jars")
     if DEBIAN_JAR.exists():
-        return str(DEBIAN_JAR)
+        extra = [str(jar) for jar in DEBIAN_NETTY_EXTRA if jar.exists()]
+        return os.pathsep.join([str(DEBIAN_JAR), *extra])
     raise EnsembleError(
         "no ZooKeeper found: install Debian's 'zookeeper' package "
         "(apt-get install zookeeper) or set ZOOKEEPER_HOME"
@@ -62,9 +80,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def four_letter(port: int, command: str, timeout: float = 1.0, host: str = "127.0.0.1") -> str:
-    """Send a four-letter command (`srvr`, `ruok`, `wchc`, ...) and return the answer."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def four_letter(
+    port: int, command: str, timeout: float = 1.0, host: str = "127.0.0.1",
+    context: ssl.SSLContext | None = None,
+) -> str:
+    """Send a four-letter command (`srvr`, `ruok`, `wchc`, ...) and return the answer; over
+    TLS with `context` (a TLS ensemble's client context)."""
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if context is not None:
+            sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
         sock.sendall(command.encode())
         chunks = []
         while True:
@@ -85,6 +110,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     wrapper: tuple[str, ...] = ()  # the command it runs through: `ip netns exec <ns>`
+    tls: ssl.SSLContext | None = None  # a TLS ensemble's client context, for `mode`
 
     @property
     def address(self) -> str:
@@ -93,7 +119,7 @@ class Server:
     def mode(self) -> str | None:
         """`leader`, `follower`, `standalone`, or None when the server does not serve."""
         try:
-            answer = four_letter(self.client_port, "srvr", host=self.host)
+            answer = four_letter(self.client_port, "srvr", host=self.host, context=self.tls)
         except OSError:
             return None
         for line in answer.splitlines():
@@ -121,9 +147,10 @@ class Ensemble:
         heap_mb: int = 128,
         sync_limit: int = 5,
         hosts: Sequence[tuple[str, tuple[str, ...]]] = (),
+        tls: bool = False,
     ) -> None:
         """`hosts`: per server, its address and the command it runs through (default:
-        loopback, run as is)."""
+        loopback, run as is). `tls`: clients over TLS only (see the module's text)."""
         self.size = size
         self.sync_limit = sync_limit
         self.tick_time_ms = tick_time_ms
@@ -144,6 +171,31 @@ class Ensemble:
         ]
         for server, (host, wrapper) in zip(self.servers, hosts, strict=False):
             server.host, server.wrapper = host, wrapper
+        self.tls: EnsembleTls | None = None
+        if tls:
+            from .tlsfiles import ensemble_tls  # cryptography: only where TLS is asked for
+
+            self.tls = ensemble_tls(
+                self.base_dir / "tls", [server.host for server in self.servers]
+            )
+            context = client_context(self.tls)
+            for server in self.servers:
+                server.tls = context
+
+    def client_args(self) -> tuple[str, ...]:
+        """The sidecar's flags for this ensemble's TLS (none without TLS)."""
+        if self.tls is None:
+            return ()
+        return ("--zk-tls-ca", str(self.tls.ca), "--zk-tls-cert", str(self.tls.client.cert),
+                "--zk-tls-key", str(self.tls.client.key))
+
+    def kazoo_options(self) -> dict[str, object]:
+        """A KazooClient's arguments for this ensemble's TLS, as the sidecar connects."""
+        if self.tls is None:
+            return {}
+        return {"use_ssl": True, "verify_certs": True, "check_hostname": True,
+                "ca": str(self.tls.ca), "certfile": str(self.tls.client.cert),
+                "keyfile": str(self.tls.client.key)}
 
     @property
     def connect_string(self) -> str:
@@ -165,8 +217,7 @@ class Ensemble:
             "initLimit=10",
             f"syncLimit={self.sync_limit}",
             f"dataDir={server.data_dir}",
-            f"clientPort={server.client_port}",
-            f"clientPortAddress={server.host}",
+            *self._client_port_lines(server),
             "4lw.commands.whitelist=*",
             "admin.enableServer=false",
             "reconfigEnabled=false",
@@ -182,6 +233,20 @@ class Ensemble:
         config = server.data_dir / "zoo.cfg"
         config.write_text("\n".join(lines) + "\n")
         return config
+
+    def _client_port_lines(self, server: Server) -> list[str]:
+        if self.tls is None:
+            return [f"clientPort={server.client_port}", f"clientPortAddress={server.host}"]
+        return [
+            f"secureClientPort={server.client_port}",
+            f"secureClientPortAddress={server.host}",
+            f"serverCnxnFactory={NETTY_FACTORY}",
+            f"ssl.keyStore.location={self.tls.server.keystore}",
+            "ssl.keyStore.type=PEM",
+            f"ssl.trustStore.location={self.tls.ca}",
+            "ssl.trustStore.type=PEM",
+            "ssl.clientAuth=need",
+        ]
 
     def start_server(self, server: Server) -> None:
         if server.running:
@@ -265,6 +330,13 @@ class Ensemble:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def client_context(tls: EnsembleTls) -> ssl.SSLContext:
+    """A client's TLS context for an ensemble of `tls`: its CA, its client certificate."""
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.client.cert), str(tls.client.key))
+    return context
 
 
 @contextlib.contextmanager
