@@ -56,7 +56,12 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.retry import KazooRetry
-from kazoo.security import make_acl, make_digest_acl
+from kazoo.security import (
+    Permissions,
+    make_acl,
+    make_digest_acl,
+    make_digest_acl_credential,
+)
 
 from .config import Config, ZkTls
 from .state import Record
@@ -85,6 +90,33 @@ class NodeExists(ZkError):
 
 class NotAuthorized(ZkError):
     pass
+
+
+class Perm(enum.IntFlag):
+    """ZooKeeper's permission bits, as an ACL entry carries them."""
+
+    READ = Permissions.READ
+    WRITE = Permissions.WRITE
+    CREATE = Permissions.CREATE
+    DELETE = Permissions.DELETE
+    ADMIN = Permissions.ADMIN
+
+
+class AclEntry(Record):
+    """One entry of a znode's ACL: `scheme:id` may do `perms`."""
+
+    __slots__ = ("id", "perms", "scheme")
+
+    def __init__(self, scheme: str, id: str, perms: Perm) -> None:
+        self.scheme = scheme
+        self.id = id
+        self.perms = perms
+
+    def __str__(self) -> str:
+        granted = "".join(
+            letter for letter, bit in zip("rwcda", Perm, strict=True) if bit in self.perms
+        )
+        return f"{self.scheme}:{self.id}:{granted or '-'}"
 
 
 class ConnectionTrouble(ZkError):
@@ -316,6 +348,8 @@ class ZkSession:
         if on_session is not None and on_watch is not None:
             self.attach(on_session, on_watch)
         auth = parse_auth(zk_auth)
+        # Our own id in a digest ACL (`user:base64(sha1(user:password))`).
+        self.digest_id = None if auth is None else make_digest_acl_credential(*auth)
         acl = None
         auth_data = None
         self._shared_acl: list[Any] | None = None
@@ -326,11 +360,9 @@ class ZkSession:
             ]
             # The parents above an election (`/leader-election`) are shared by every
             # group, each with credentials of its own: all may read and create there,
-            # nobody else may delete or change.
-            self._shared_acl = [
-                make_digest_acl(auth[0], auth[1], all=True),
-                make_acl("world", "anyone", read=True, create=True),
-            ]
+            # nobody may delete or change (a group never does), so that no group, and
+            # nobody else, can delete another group's leader record and make it anew.
+            self._shared_acl = [make_acl("world", "anyone", read=True, create=True)]
             auth_data = [("digest", f"{auth[0]}:{auth[1]}")]
         self.client = KazooClient(
             hosts=_connect_string(hosts),
@@ -444,6 +476,10 @@ class ZkSession:
                 raise
             raise _translate(error) from None
 
+    def _answer(self, pending: Any) -> Any:
+        """The answer of a request already sent (`_call` of an async result)."""
+        return self._call(lambda: pending)
+
     def require_session(self) -> int:
         """The current session id; ConnectionTrouble while kazoo is not connected (kazoo
         reports no id then, and no ownership can be judged against None)."""
@@ -502,6 +538,25 @@ class ZkSession:
         self._call(lambda: self.client.ensure_path_async(parent, acl=shared))
         with contextlib.suppress(NodeExists):  # a peer made it meanwhile
             self._call(lambda: self.client.create_async(path))
+
+    def made_with_acls(self, nodes: list[tuple[str, bool]]) -> list[list[AclEntry] | None]:
+        """Each of `nodes` (path, shared) made unless it exists, parents first, with the
+        group's ACL or, if shared, the shared one; then the ACL each has, in one round
+        trip. None for a node that could not be made (its parent is gone)."""
+        for path, shared in nodes:
+            self.client.create_async(path, acl=self._shared_acl if shared else None)
+        reads = [self.client.get_acls_async(path) for path, _ in nodes]
+        found: list[list[AclEntry] | None] = []
+        for read in reads:
+            try:
+                acls, _stat = self._answer(read)
+            except NoNode:
+                found.append(None)
+                continue
+            found.append([
+                AclEntry(acl.id.scheme, acl.id.id, Perm(acl.perms)) for acl in acls
+            ])
+        return found
 
     def _ancestry(self, path: str) -> list[tuple[str, Any]]:
         """`path` and its ancestors below the root, top first, each with the ACL

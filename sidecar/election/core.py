@@ -3,7 +3,9 @@ the best recipes learned.
 
 Protocol (numbered as in `_check`, which runs steps 1-5):
 
-1. Be a candidate: the own znode (`candidacy`), created in protected mode.
+1. Be a candidate: the own znode (`candidacy`), created in protected mode; with
+   credentials, only after the ACLs of the election's nodes were found closed to others
+   (`guard`: squatting refused).
 2. List the children; ignore foreign names and znodes of no session (persistent, made by
    hand); order by the integer sequence (`roster`).
 3. If the own znode is missing (deleted by hand, or the parent was deleted), volunteer
@@ -52,6 +54,7 @@ from ..zk import NoNode, SessionEvent, WatchKind, ZkError, ZkSession, session_fo
 from . import lease
 from .candidacy import Candidacy, candidate_data
 from .follower import Follower
+from .guard import AclGuard, OpenAcl
 from .leader import Leader
 from .presence import Presence, marker_data
 from .record import LeaderNews
@@ -87,6 +90,7 @@ class Election:
             self.presence.path, lambda: marker_data(self.zk.call_timeout),
         )
         self.news = LeaderNews(self.zk, self.path)
+        self.guard = AclGuard(self.zk, self.path)
         self.worker = Worker(self._handle, self._wake_at, self.path)
         # State below is touched by the worker thread only.
         self.standing = Standing()
@@ -299,6 +303,7 @@ class Election:
                     return  # a session change is queued; it re-checks with the new state
                 if self.candidacy.released and not self._withdraw(token):
                     return
+                self._guard(token)
                 listing = self.candidacy.volunteer()  # with step 2's listing, usually
             # 2. List, ignoring foreign children, ordered by integer sequence.
             try:
@@ -331,6 +336,15 @@ class Election:
                 return
         log.warning("election did not settle after %d listings; retrying", MAX_RELISTS)
         self.worker.next_tick = time.monotonic() + ERROR_BACKOFF
+
+    def _guard(self, token: int) -> None:
+        """1a. With credentials: never volunteer on nodes open to others (`guard`). The
+        files say `unknown`; the worker logs the one line and retries."""
+        try:
+            self.guard.verify()
+        except OpenAcl:
+            self.board.verdict(token, Role.UNKNOWN, None, None)
+            raise
 
     def _withdraw(self, token: int) -> bool:
         """Before the markers of lost znodes go (`presence` 3.): the files must no longer

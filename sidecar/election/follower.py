@@ -5,9 +5,10 @@
    never a second znode. The heir (whose predecessor is first) confirms its own znode,
    which starts its anchor (`lease`, "The heir"), and watches its predecessor's presence
    marker (`presence` 5.); any other follower watches its own znode.
-6. Learn who leads from the leader record (`record`): one notification and one small read
-   per change. A record that names the predecessor as leader makes the election list
-   again, once: a listing of its own, never the record alone, makes a candidate the heir.
+6. Learn who leads from the leader record (`record`): one notification and two small
+   reads per change (the record, and the candidate it names, which must be live). A
+   record that names the predecessor as leader makes the election list again, once: a
+   listing of its own, never the record alone, makes a candidate the heir.
 
 Between changes the heir renews its anchor every `lease.renew_interval`, as a leader
 renews its lease; any other follower only looks every call timeout whether its watches
@@ -140,6 +141,8 @@ class Follower:
         shown = self.board.current().epoch
         if shown is not None and record.epoch < shown:
             return False  # never go back to an older leader
+        if not self.news.names_live_candidate(record, self.path):
+            return False
         leader_node = f"{self.path}/{record.node}"
         standing.last_leader = (leader_node, record.identity, record.epoch)
         self.board.verdict(token, Role.FOLLOWER, record.identity, record.epoch)

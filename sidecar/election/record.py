@@ -26,6 +26,10 @@ Protocol:
    it is older than the record's own write (its mzxid). A record that claims a newer
    epoch was not written by a leader (someone wrote over it by hand) and reads as "no
    record": it would otherwise pin every follower to a leader from the future.
+6. A follower takes a record only if it names a live candidate of the election: a
+   `candidate-` znode that exists, belongs to a session, and whose czxid is the record's
+   epoch (`LeaderNews.names_live_candidate`, one small read). A record naming anything
+   else (a departed leader, a made-up name) is ignored as in 5.
 
 Guaranteed: a follower never goes back to an older leader through the record. Not
 guaranteed: that the named leader is still alive (a crashed leader stays named until its
@@ -45,7 +49,7 @@ import logging
 
 from ..state import Record
 from ..zk import NodeStat, NoNode, NotAuthorized, ZkSession
-from .candidacy import Candidacy, is_identity
+from .candidacy import CANDIDATE_RE, Candidacy, is_identity
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ class LeaderRecord(Record):
             identity, epoch, node = document["identity"], document["epoch"], document["node"]
         except (ValueError, KeyError, TypeError, RecursionError):
             return None
-        if not (is_identity(identity) and isinstance(node, str)):
+        if not (is_identity(identity) and isinstance(node, str) and CANDIDATE_RE.match(node)):
             return None
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= 0:
             return None
@@ -99,6 +103,7 @@ class LeaderNews:
         self.watch_armed = False
         self.reads = 0  # reads after a notification: one per change
         self._ignored: int | None = None  # the write (mzxid) last logged as not a record
+        self._ignored_epoch: int | None = None  # the record last logged as naming no one
 
     def renew_with(
         self, candidacy: Candidacy, record: LeaderRecord, timeout: float | None
@@ -138,3 +143,13 @@ class LeaderNews:
                         "written at zxid %d); ignored", self.path, len(data),
                         None if record is None else record.epoch, stat.mzxid)
         return None
+
+    def names_live_candidate(self, record: LeaderRecord, election_path: str) -> bool:
+        """6.: the record's node is a candidate of a live session, made at its epoch."""
+        stat = self.zk.stat(f"{election_path}/{record.node}")
+        live = stat is not None and stat.ephemeral_owner != 0 and stat.czxid == record.epoch
+        if not live and record.epoch != self._ignored_epoch:  # once per record, not per read
+            self._ignored_epoch = record.epoch
+            log.warning("leader record %s names %s (epoch %d), which is no live candidate of "
+                        "the election; ignored", self.path, record.node, record.epoch)
+        return live

@@ -7,9 +7,11 @@ election gives it. With nothing queued the worker ticks (the handler gets None) 
 holds back), whichever comes first.
 
 A failed step never stops the worker: a ZooKeeper error is logged and retried after
-`ERROR_BACKOFF`; NoAuth (only a change of an ACL or of `--zk-auth` helps) is logged once
-and retried every `REFUSED_BACKOFF` until the next verdict (`granted`); anything else is
-logged with its traceback and retried like a ZooKeeper error.
+`ERROR_BACKOFF`; NoAuth, and an election node open to others (`guard`), which only a
+person can fix, are logged once and retried every `REFUSED_BACKOFF` until the next verdict
+(`granted`), the open node with the delay doubling up to `REFUSED_BACKOFF_MAX` (each of
+its checks costs several requests); anything else is logged with its traceback and retried
+like a ZooKeeper error.
 
 Guaranteed: events are handled in the order they were queued, and `stop` is
 cancel-and-wait (queued STOP, then join). Not guaranteed: that `stop` or `leave` returns
@@ -28,11 +30,13 @@ from collections.abc import Callable
 
 from ..state import Record
 from ..zk import NotAuthorized, SessionEvent, WatchKind, ZkError
+from .guard import OpenAcl
 
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF = 0.2
 REFUSED_BACKOFF = 1.0  # NoAuth: only a change of an ACL or of --zk-auth helps
+REFUSED_BACKOFF_MAX = 8.0
 
 
 class Kind(enum.Enum):
@@ -80,6 +84,7 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
         self.next_tick = 0.0  # monotonic instant of the next tick
         self._refused = False  # ZooKeeper answered NoAuth; logged once until a verdict
+        self._refused_delay = REFUSED_BACKOFF  # the next retry's, doubling
         # Told the one line of a refusal, once per refusal (the runner posts it as a
         # Kubernetes Event); it must return at once.
         self.on_refused: Callable[[str], None] = lambda _: None
@@ -113,6 +118,7 @@ class Worker:
 
     def granted(self) -> None:
         """A verdict was reached: whatever ZooKeeper refused before, it grants now."""
+        self._refused_delay = REFUSED_BACKOFF
         if self._refused:
             self._refused = False
             log.info("ZooKeeper grants access to %s again", self._path)
@@ -146,17 +152,25 @@ class Worker:
     def _on_error(self, error: ZkError) -> None:
         if isinstance(error, NotAuthorized):
             # Retrying cannot help until someone changes an ACL: one line, slower retries.
+            delay = REFUSED_BACKOFF
+            if isinstance(error, OpenAcl):
+                delay, self._refused_delay = self._refused_delay, min(
+                    2 * self._refused_delay, REFUSED_BACKOFF_MAX)
             if not self._refused:
-                line = (f"ZooKeeper refused access to {self._path}: {error} (check --zk-auth "
-                        f"and the ACL of the election's znodes); retrying every "
-                        f"{REFUSED_BACKOFF:g}s")
+                if isinstance(error, OpenAcl):
+                    line = (f"{error}; retrying after {REFUSED_BACKOFF:g}s, then less often "
+                            f"(every {REFUSED_BACKOFF_MAX:g}s at most)")
+                else:
+                    line = (f"ZooKeeper refused access to {self._path}: {error} (check "
+                            "--zk-auth and the ACL of the election's znodes); retrying every "
+                            f"{REFUSED_BACKOFF:g}s")
                 log.error("%s", line)
                 try:
                     self.on_refused(line)
                 except Exception:  # telling it must not stop the worker
                     log.debug("reporting the refusal failed", exc_info=True)
             self._refused = True
-            self.next_tick = time.monotonic() + REFUSED_BACKOFF
+            self.next_tick = time.monotonic() + delay
             return
         log.info("ZooKeeper request failed: %s; retrying", error)
         self.next_tick = time.monotonic() + ERROR_BACKOFF
