@@ -144,10 +144,10 @@ class EnsembleTls:
 
 
 def ensemble_tls(directory: Path, hosts: Sequence[str]) -> EnsembleTls:
-    """A fresh CA with a server certificate for `hosts` (and `localhost`) and a client
-    certificate, written into `directory`."""
+    """A fresh CA with a server certificate for `hosts` and a client certificate, written
+    into `directory`."""
     authority = Authority(directory)
-    names = list(dict.fromkeys([*hosts, "localhost"]))
+    names = list(dict.fromkeys(hosts))
     return EnsembleTls(
         ca=authority.ca,
         server=authority.issue("server", names),

@@ -332,3 +332,35 @@ def test_refused_by_zookeeper_says_so_in_an_event(
     finally:
         earlier.stop()
         earlier.close()
+
+
+def test_a_squatted_election_node_says_so_in_an_event(
+    ensemble: Ensemble, group: Group, kube_ns: KubeNamespace
+) -> None:
+    """A client with no credentials made the election node and its parent first, open to
+    all: the sidecar never volunteers there, stays `unknown` and names the first such node
+    (the parent) and its ACL in a Warning Event on its pod."""
+    from kazoo.client import KazooClient
+    from kazoo.security import OPEN_ACL_UNSAFE
+
+    parent = f"/squat-{group.election}"
+    stranger = KazooClient(hosts=ensemble.connect_string)
+    stranger.start(timeout=10)
+    try:
+        stranger.create(f"{parent}/{group.election}", b"", makepath=True, acl=OPEN_ACL_UNSAFE)
+        kube_ns.add_pod("app-0", {GROUP_LABEL: group.election, "app": "demo"})
+        (member,) = group.spawn(
+            ensemble.connect_string, kubeconfig=Path(kube_ns.kubeconfig_path),
+            namespace=kube_ns.namespace,
+            extra_args=("--zk-auth", "group:pw", "--election-parent", parent),
+        )
+        assert wait_for(lambda: "ZooKeeperRefused" in kube_ns.reasons("app-0"), API_SLACK)
+        assert member.role() == "unknown"
+        (event,) = kube_ns.events("app-0", reason="ZooKeeperRefused")
+        assert event["type"] == "Warning"
+        assert f"{parent} has the ACL [world:anyone:rwcda]" in event["message"], event
+        assert_survived(member)
+    finally:
+        stranger.stop()
+        stranger.close()
+
