@@ -446,6 +446,37 @@ def idle_section(data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def tls_section(data: dict[str, Any]) -> list[str]:
+    modes = data["modes"]
+    lines = [
+        "## What TLS to ZooKeeper costs",
+        "",
+        f"Two real three-server ensembles on loopback, one plaintext and one serving clients "
+        f"over TLS only (Netty's secureClientPort, client certificates required, as the "
+        f"chart's ZooKeeper does by default), each with {data['candidates']} leader-sidecar "
+        f"candidates with `--zk-auth`, session timeout {data['session_timeout_s']:g} s, role "
+        "directories on tmpfs; the rounds alternate between the two. Handover: SIGTERM to "
+        "the leader until another candidate's role file says `leader`; names: until every "
+        "survivor's status.json names it. Idle: both groups at once over "
+        f"{data['idle_seconds']:g} s, % of one core. (`bench/tls_cost.py`)",
+        "",
+        "| ZooKeeper clients over | graceful handover, median | p95 | followers name the "
+        "new leader, median | first leader after a cold start, median | idle CPU: leader | "
+        "follower | 3 ZooKeeper servers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, row in modes.items():
+        cpu = row["idle_cpu_percent"]
+        lines.append(
+            f"| {mode} | {row['graceful']['median_ms']:.1f} ms | "
+            f"{row['graceful']['p95_ms']:.1f} ms | {row['followers_know']['median_ms']:.1f} ms | "
+            f"{row['first_leader']['median_ms']:.0f} ms (of {row['first_leader']['n']}) | "
+            f"{cpu['leader']:.2f} % | {cpu['follower']:.2f} % | "
+            f"{cpu['zookeeper, 3 servers']:.2f} % |"
+        )
+    return [*lines, "", f"Machine: {machine_text(data['machine'])}.", ""]
+
+
 def safety_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Safety under faults",
@@ -519,7 +550,8 @@ def main() -> int:
     ]
     sections = (("failover", failover_section), ("cluster_failover", cluster_failover_section),
                 ("client_failover", client_failover_section), ("herd", herd_section),
-                ("scale", scale_section), ("idle", idle_section), ("safety", safety_section))
+                ("scale", scale_section), ("idle", idle_section), ("tls_cost", tls_section),
+                ("safety", safety_section))
     notes = ROOT / "bench" / "NOTES.md"
     baseline_file = ROOT / "bench" / "baseline" / "before-anchor.json"
     for name, render in sections:

@@ -24,6 +24,7 @@ FULL = {
     "herd": [],
     "scale": [],
     "idle": [],
+    "tls_cost": [],
     "safety": ["--rounds", "2"],
 }
 QUICK = {
@@ -34,6 +35,7 @@ QUICK = {
     "scale": ["--candidates", "50", "--graceful-rounds", "2", "--crash-rounds", "2",
               "--load-seconds", "3"],
     "idle": ["--seconds", "10", "--warmup", "3"],
+    "tls_cost": ["--rounds", "3", "--cold-starts", "2", "--idle-seconds", "5"],
     "safety": ["--rounds", "1"],
 }
 # Exit 2 with one line on a machine that cannot run a real node (no root, ...).
