@@ -3,7 +3,9 @@
 # follows the documented interface of the official zookeeper image's entrypoint; the
 # script itself is this project's.
 #
-# Unless $ZOO_CONF_DIR/zoo.cfg exists, it writes one from the ZOO_* variables; unless
+# Unless $ZOO_CONF_DIR/zoo.cfg exists, it writes one from the ZOO_* variables (as the
+# official one, without clientPort: the client port is the `;2181` part of the server
+# lines, or only a secureClientPort from ZOO_CFG_EXTRA); unless
 # $ZOO_DATA_DIR/myid exists, it writes $ZOO_MY_ID (default 1) there; then it runs its
 # arguments. Started as root for `zkServer.sh`, it first gives the data and log
 # directories to the `zookeeper` user and runs the server as that user. As any other user
@@ -32,7 +34,6 @@ if [[ ! -f "$config" ]]; then
     {
         echo "dataDir=$ZOO_DATA_DIR"
         echo "dataLogDir=$ZOO_DATA_LOG_DIR"
-        echo "clientPort=2181"
         echo "tickTime=$ZOO_TICK_TIME"
         echo "initLimit=$ZOO_INIT_LIMIT"
         echo "syncLimit=$ZOO_SYNC_LIMIT"

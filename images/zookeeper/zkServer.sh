@@ -46,9 +46,19 @@ case "$command" in
         ;;
     status)
         echo "Using config: $config" >&2
+        # clientPort, else the client part of the server lines (`;[address:]port`), as
+        # ZooKeeper >= 3.5 takes it. Neither: the server has no plain client port (a
+        # secureClientPort only), which this command cannot ask.
         port=$(sed -n 's/^[[:space:]]*clientPort[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/p' \
                "$config" | tail -n 1)
-        port=${port:-2181}
+        if [[ -z "$port" ]]; then
+            port=$(sed -n 's/^server\.[0-9]*=[^;]*;\([^:]*:\)\{0,1\}\([0-9][0-9]*\)[[:space:]]*$/\2/p' \
+                   "$config" | head -n 1)
+        fi
+        if [[ -z "$port" ]]; then
+            echo "No plain client port in $config (secureClientPort only?)." >&2
+            exit 1
+        fi
         if answer=$(echo srvr | nc -w 2 127.0.0.1 "$port") && [[ "$answer" == *"Mode:"* ]]
         then
             echo "Client port found: $port."

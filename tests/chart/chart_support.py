@@ -48,6 +48,14 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "externalZookeeper": {"hosts": "zk-a.example:2181,zk-b.example:2181/apps"},
     },
     "hard-anti-affinity": {"zookeeper": {"antiAffinity": "hard"}},
+    "tls-off": {"zookeeper": {"tls": {"enabled": False}}},
+    "tls-existing-secrets": {"zookeeper": {"tls": {"existingSecret": "zk-server-tls",
+                                                   "existingClientSecret": "zk-client-tls"}}},
+    "external-ensemble-tls": {
+        "zookeeper": {"enabled": False},
+        "externalZookeeper": {"hosts": "zk-a.example:2281/apps",
+                              "tls": {"enabled": True, "existingSecret": "ext-zk-tls"}},
+    },
     "custom-app": {"app": {"image": {"repository": "registry.example/shop", "tag": "1.2.3"}}},
     "everything-off": {
         "sidecar": {"native": False},
@@ -151,18 +159,33 @@ def split_sources(stream: str) -> dict[str, str]:
     return rendered
 
 
-# Credentials for the renders without a cluster: the chart refuses to generate them where
-# it cannot read the cluster (test_chart_lifecycle.py), as Argo CD and Flux users do.
+# Credentials and a TLS Secret for the renders without a cluster: the chart refuses to
+# generate them where it cannot read the cluster (test_chart_lifecycle.py), as Argo CD and
+# Flux users do. The generated certificates are checked on the local control plane.
 OFFLINE_CREDENTIALS = "leader-sidecar:offline-render-credentials"
+OFFLINE_TLS_SECRET = "offline-zookeeper-tls"
 
 
 def with_offline_credentials(values: dict[str, Any]) -> dict[str, Any]:
-    """`values` plus zkAuth.credentials where the chart would otherwise generate them."""
+    """`values` plus zkAuth.credentials and zookeeper.tls.existingSecret where the chart
+    would otherwise generate them."""
     zk_auth = values.get("zkAuth", {})
-    if (zk_auth.get("enabled", True) is False or zk_auth.get("credentials")
+    if not (zk_auth.get("enabled", True) is False or zk_auth.get("credentials")
             or zk_auth.get("existingSecret")):
+        values = {**values, "zkAuth": {**zk_auth, "credentials": OFFLINE_CREDENTIALS}}
+    return with_offline_tls(values)
+
+
+def with_offline_tls(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus zookeeper.tls.existingSecret where the chart would otherwise generate
+    the ensemble's certificates."""
+    zookeeper = values.get("zookeeper", {})
+    tls = zookeeper.get("tls", {})
+    if (not zookeeper.get("enabled", True) or not tls.get("enabled", True)
+            or tls.get("existingSecret")):
         return values
-    return {**values, "zkAuth": {**zk_auth, "credentials": OFFLINE_CREDENTIALS}}
+    return {**values, "zookeeper": {**zookeeper,
+                                    "tls": {**tls, "existingSecret": OFFLINE_TLS_SECRET}}}
 
 
 def render_for_cluster(values: dict[str, Any], kube_version: str) -> dict[str, str]:

@@ -21,17 +21,20 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART_DIR, RELEASE, HelmError, helm
+from chart_support import CHART_DIR, RELEASE, HelmError, helm, with_offline_tls
 
 from sidecar.lab.cluster.control_plane import LocalCluster
 
 NO_CLUSTER_MESSAGE = "zkAuth.credentials or zkAuth.existingSecret"
+NO_CLUSTER_TLS_MESSAGE = "zookeeper.tls.existingSecret"
 GIVEN = "sidecar:s3cret"
 
 
-def template(values: dict[str, Any]) -> str:
+def template(values: dict[str, Any], *, offline_tls: bool = True) -> str:
+    """`helm template` without a cluster; with `offline_tls`, an existing TLS Secret named
+    where the chart would otherwise refuse to generate the ensemble's certificates."""
     return helm("template", RELEASE, str(CHART_DIR), "--namespace", "leader-election",
-                values=values)
+                values=with_offline_tls(values) if offline_tls else values)
 
 
 def objects(stream: str) -> list[dict[str, Any]]:
@@ -52,11 +55,44 @@ def app_annotations(stream: str) -> dict[str, str]:
 def test_render_without_a_cluster_and_without_credentials_fails_clearly(attempt: int) -> None:
     # Each render used to generate a new password (and the pods did not roll): sidecars
     # with another password than the election's znodes get NoAuth, the group stays unknown.
+    # The certificates likewise: a new CA on each render, and the running servers' no
+    # longer verify. One message names everything to set, whichever template asked first.
     with pytest.raises(HelmError) as raised:
-        template({})
+        template({}, offline_tls=False)
     message = str(raised.value)
     assert NO_CLUSTER_MESSAGE in message and "helm template" in message, message
+    assert NO_CLUSTER_TLS_MESSAGE in message, message
     assert message.count("execution error") == 1, message
+
+
+@pytest.mark.parametrize(
+    ("values", "names", "omits"),
+    [({"zkAuth": {"credentials": GIVEN}}, NO_CLUSTER_TLS_MESSAGE, NO_CLUSTER_MESSAGE),
+     ({"zookeeper": {"tls": {"existingSecret": "zk-tls"}}}, NO_CLUSTER_MESSAGE,
+      NO_CLUSTER_TLS_MESSAGE)],
+    ids=["certificates-missing", "credentials-missing"],
+)
+def test_render_without_a_cluster_names_only_what_is_missing(
+    values: dict[str, Any], names: str, omits: str,
+) -> None:
+    with pytest.raises(HelmError) as raised:
+        template(values, offline_tls=False)
+    message = str(raised.value)
+    assert names in message and omits not in message, message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"zookeeper": {"tls": {"enabled": False}}}, {"zookeeper": {"enabled": False},
+                                                  "externalZookeeper": {"hosts": "zk:2181"}}],
+    ids=["tls-off", "external-ensemble"],
+)
+def test_render_without_a_cluster_needs_no_tls_secret_where_nothing_is_generated(
+    values: dict[str, Any],
+) -> None:
+    stream = template({**values, "zkAuth": {"credentials": GIVEN}}, offline_tls=False)
+    assert not [o for o in objects(stream) if o["kind"] == "Secret"
+                and o["type"] == "kubernetes.io/tls"]
 
 
 @pytest.mark.parametrize(

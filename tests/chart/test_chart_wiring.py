@@ -21,6 +21,11 @@ from chart_support import (
 ZK_DOMAIN = f"{NAMESPACE}.svc.cluster.local"
 
 
+def zk_client_port(values: dict[str, Any]) -> int:
+    """The ensemble's one client port: TLS only (2281) by default, plain 2181 without TLS."""
+    return 2281 if values.get("zookeeper", {}).get("tls", {}).get("enabled", True) else 2181
+
+
 def app_selector(manifests: Manifests) -> dict[str, str]:
     selector: dict[str, str] = manifests.app["spec"]["selector"]["matchLabels"]
     return selector
@@ -63,14 +68,14 @@ def test_zk_hosts_names_the_client_service_and_port(combination: Manifests) -> N
     client = combination.get("Service", f"{RELEASE}-zookeeper")
     (port,) = client["spec"]["ports"]
     assert zk_hosts == f"{RELEASE}-zookeeper.{ZK_DOMAIN}:{port['port']}"
-    assert port["port"] == 2181
+    assert port["port"] == zk_client_port(combination.values)
     zk = combination.get("StatefulSet", f"{RELEASE}-zookeeper")
     assert client["spec"]["selector"] == zk["spec"]["selector"]["matchLabels"]
     zk_ports = {
         p["name"]: p["containerPort"]
         for p in zk["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
-    assert zk_ports[port["targetPort"]] == 2181
+    assert zk_ports[port["targetPort"]] == zk_client_port(combination.values)
 
 
 def test_external_ensemble_requires_hosts(render: Callable[..., Manifests]) -> None:
@@ -78,25 +83,28 @@ def test_external_ensemble_requires_hosts(render: Callable[..., Manifests]) -> N
         render({"zookeeper": {"enabled": False}})
 
 
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
 @pytest.mark.parametrize("servers", [1, 3, 5])
 def test_zoo_servers_names_every_ensemble_pod_through_the_headless_service(
-    servers: int, render: Callable[..., Manifests]
+    servers: int, tls: bool, render: Callable[..., Manifests]
 ) -> None:
-    manifests = render({"zookeeper": {"replicas": servers}})
+    manifests = render({"zookeeper": {"replicas": servers, "tls": {"enabled": tls}}})
     zk = manifests.get("StatefulSet", f"{RELEASE}-zookeeper")
     headless = manifests.get("Service", zk["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
     # Peers must resolve each other before any is ready (readiness needs a quorum).
     assert headless["spec"]["publishNotReadyAddresses"] is True
     assert headless["spec"]["selector"] == zk["spec"]["selector"]["matchLabels"]
-    assert {p["port"] for p in headless["spec"]["ports"]} == {2181, 2888, 3888}
+    client_port = 2281 if tls else 2181
+    assert {p["port"] for p in headless["spec"]["ports"]} == {client_port, 2888, 3888}
     assert zk["spec"]["replicas"] == servers
     assert zk["spec"]["podManagementPolicy"] == "Parallel"
     container = zk["spec"]["template"]["spec"]["containers"][0]
     entries = env_of(container)["ZOO_SERVERS"].split()
     assert entries == [
         f"server.{i + 1}={RELEASE}-zookeeper-{i}.{headless['metadata']['name']}.{ZK_DOMAIN}"
-        ":2888:3888;2181"
+        # With TLS no client part: the plain client port stays closed.
+        f":2888:3888{'' if tls else ';2181'}"
         for i in range(servers)
     ]
 
@@ -121,9 +129,10 @@ def test_zookeeper_probes_use_four_letter_words_that_are_whitelisted(
         assert {"ruok", "srvr", "mntr"} <= set(whitelist)
         liveness = " ".join(container["livenessProbe"]["exec"]["command"])
         readiness = " ".join(container["readinessProbe"]["exec"]["command"])
-        assert "echo ruok" in liveness and "imok" in liveness
+        # Through zk-4lw (the scripts ConfigMap), which speaks TLS when the port is TLS.
+        assert "zk-4lw ruok" in liveness and "imok" in liveness
         # Not ready without a quorum: only a server in these modes is serving.
-        assert "echo srvr" in readiness and f"^Mode: ({modes})$" in readiness
+        assert "zk-4lw srvr" in readiness and f"^Mode: ({modes})$" in readiness
 
 
 def test_zookeeper_image_is_the_official_one_pinned_to_3_9(default: Manifests) -> None:
@@ -427,7 +436,8 @@ def test_network_policy_lets_only_the_app_and_the_ensemble_reach_zookeeper(
             )
     quorum_test = manifests.get("Pod", f"{RELEASE}-test-zookeeper-quorum")["metadata"]["labels"]
     assert allowed[2888] == allowed[3888] == [zk_labels]
-    assert sorted(map(str, allowed[2181])) == sorted(
+    assert 2181 not in allowed, "the plain client port is off with TLS (the default)"
+    assert sorted(map(str, allowed[2281])) == sorted(
         map(str, [zk_labels, app_selector(manifests), select(quorum_test, zk_labels)])
     )
     external = {"zookeeper": {"enabled": False}, "externalZookeeper": {"hosts": "zk:2181"}}

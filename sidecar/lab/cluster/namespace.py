@@ -58,8 +58,8 @@ def render_chart_rbac(
         [cluster.tool("helm"), "template", RELEASE, str(CHART), "--namespace", namespace,
          "--set", f"app.replicas={replicas}", "--show-only", "templates/rbac.yaml",
          # Rendered with no cluster, the chart refuses to invent ZooKeeper credentials
-         # (each render would differ); the Role does not depend on them.
-         "--set", "zkAuth.enabled=false"],
+         # and certificates (each render would differ); the Role depends on neither.
+         "--set", "zkAuth.enabled=false", "--set", "zookeeper.tls.enabled=false"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
