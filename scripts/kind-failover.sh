@@ -65,9 +65,10 @@ consistent_leader() {
         echo "$leaders"
     fi
 }
+# The chart's zk-4lw asks the server over its client port, TLS only by default.
 zk_mode() {
     { "${K[@]}" exec --request-timeout=5s "$1" -c zookeeper -- \
-        sh -c 'echo srvr | nc -w 2 127.0.0.1 2181' 2>/dev/null || true; } | sed -n 's/^Mode: //p'
+        /opt/leader-election/bin/zk-4lw srvr 2>/dev/null || true; } | sed -n 's/^Mode: //p'
 }
 zk_leader() {
     local pod

@@ -37,7 +37,7 @@ from sidecar.lab.node.realnode import POLICY_QUEUE
 
 pytestmark = pytest.mark.timeout(300)
 SLACK = 120.0
-ZK_CLIENT_PORT = 2181
+ZK_CLIENT_PORT = 2281  # the chart's TLS-only client port (zookeeper.tls, on by default)
 SIDECAR_PORT = 8081  # the chart's sidecar.httpPort
 APP_PORT = 8080  # the chart's app.port
 METRICS_NAMESPACE = "monitoring"  # the chart's default metricsNamespaceSelector names it

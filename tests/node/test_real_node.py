@@ -30,11 +30,17 @@ SLACK = 120.0
 # --- helpers ---------------------------------------------------------------------------------
 
 def zk_client(release: ChartRelease) -> Any:
-    """kazoo from the host, through the node's bridge, to the servers' pod IPs."""
+    """kazoo from the host, through the node's bridge, to the servers' pod IPs: over TLS
+    with the sidecars' client certificate (the client port is TLS only). The chain is
+    checked; the name cannot be (the servers' certificate names their DNS names, and these
+    are addresses)."""
     from kazoo.client import KazooClient
 
-    hosts = ",".join(f"{release.pod_ip(pod)}:2181" for pod in chartzk.pods(release))
-    client = KazooClient(hosts=hosts, timeout=10.0)
+    ca, cert, key = chartzk.client_tls_files(release, release.workdir / "zk-tls")
+    hosts = ",".join(f"{release.pod_ip(pod)}:2281" for pod in chartzk.pods(release))
+    client = KazooClient(hosts=hosts, timeout=10.0, use_ssl=True, verify_certs=True,
+                         check_hostname=False, ca=str(ca), certfile=str(cert),
+                         keyfile=str(key))
     client.start(timeout=30)
     return client
 

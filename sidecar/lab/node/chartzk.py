@@ -1,5 +1,6 @@
 """The chart's own ZooKeeper ensemble on the real node, read as its operator would: the
-four-letter `srvr` command run inside each server's container (`kubectl exec`).
+four-letter `srvr` command run inside each server's container (`kubectl exec`, through the
+chart's `zk-4lw`, which speaks TLS to the TLS-only client port).
 
 Guaranteed: `modes()` reports what each server answered at the moment it was asked;
 a server that does not answer (restarting, no quorum) reports "none".
@@ -7,7 +8,9 @@ a server that does not answer (restarting, no quorum) reports "none".
 
 from __future__ import annotations
 
+import base64
 import subprocess
+from pathlib import Path
 
 from sidecar.lab.cluster.release import ChartRelease
 
@@ -36,12 +39,34 @@ def pods(release: ChartRelease) -> list[str]:
     return sorted(p["metadata"]["name"] for p in items)
 
 
+# The chart's four-letter-word client in every server's container (the scripts ConfigMap):
+# over TLS with the server's own certificate when the client port is TLS only (the
+# default), through nc on the plain port otherwise.
+ZK_4LW = "/opt/leader-election/bin/zk-4lw"
+
+
 def mode(release: ChartRelease, pod: str) -> str:
-    out = exec_in(release, pod, "zookeeper", "bash", "-c",
-                  "echo srvr | nc -w 2 127.0.0.1 2181", check=False).stdout
+    out = exec_in(release, pod, "zookeeper", ZK_4LW, "srvr", check=False).stdout
     found = [line.split(":", 1)[1].strip() for line in out.splitlines()
              if line.startswith("Mode:")]
     return found[0] if found else "none"
+
+
+def client_tls_files(release: ChartRelease, directory: Path) -> tuple[Path, Path, Path]:
+    """The sidecars' CA, client certificate and key (the Secret their pods mount), written
+    to `directory` (mode 0600) for a client on the host: (ca, cert, key)."""
+    app = release.get_json("statefulset", release.name)
+    volumes = app["spec"]["template"]["spec"]["volumes"]
+    (secret_name,) = [v["secret"]["secretName"] for v in volumes if v["name"] == "zk-tls"]
+    data = release.get_json("secret", secret_name)["data"]
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key in ("ca.crt", "tls.crt", "tls.key"):
+        path = directory / key
+        path.touch(mode=0o600)
+        path.write_bytes(base64.b64decode(data[key]))
+        paths.append(path)
+    return paths[0], paths[1], paths[2]
 
 
 def modes(release: ChartRelease) -> list[str]:
