@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import secrets
 import shutil
 import signal
 import statistics
@@ -82,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     base = Path(tempfile.mkdtemp(prefix="leader-sidecar-demo-"))
     try:
-        ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms, base_dir=base / "zookeeper")
+        # The chart's defaults: clients over TLS only, the election under a digest ACL.
+        ensemble = Ensemble(size=3, tick_time_ms=args.tick_ms, base_dir=base / "zookeeper",
+                            tls=True)
     except EnsembleError as error:
         shutil.rmtree(base, ignore_errors=True)
         print(f"leader-sidecar: error: {error}", file=sys.stderr)
@@ -138,12 +141,14 @@ class Demo:
         self.base = base
         self.out = out
         self.tty = out.isatty()
+        credentials = secrets.token_hex(16)
         self.members = [
             SidecarProcess(
                 identity=f"app-{i}", zk_hosts=ensemble.connect_string,
                 role_dir=base / f"app-{i}", election="demo",
                 session_timeout=args.session_timeout,
                 log_path=base / f"app-{i}.log",
+                extra_args=(*ensemble.client_args(), "--zk-auth", f"demo:{credentials}"),
             )
             for i in range(args.candidates)
         ]
@@ -170,7 +175,9 @@ class Demo:
         except EnsembleError as error:
             print(f"leader-sidecar: error: {error}", file=sys.stderr)
             return 2
-        self.say(f"ZooKeeper serving at {self.ensemble.connect_string}")
+        self.say(f"ZooKeeper serving at {self.ensemble.connect_string}, over TLS only "
+                 "(client certificates of the demo's own CA), the election under a digest "
+                 "ACL: the chart's defaults")
         self.say(
             f"starting {len(self.members)} sidecars (session timeout "
             f"{args.session_timeout:g} s), role files under {self.base}/app-N/"

@@ -175,8 +175,11 @@ class Ensemble:
             server.host, server.wrapper = host, wrapper
         self.tls: EnsembleTls | None = None
         if tls:
-            from .tlsfiles import ensemble_tls  # cryptography: only where TLS is asked for
-
+            try:  # cryptography: only where TLS is asked for
+                from .tlsfiles import ensemble_tls
+            except ImportError as error:
+                raise EnsembleError(f"a TLS ensemble needs {error.name or 'cryptography'}: "
+                                    "pip install 'leader-sidecar[lab]'") from None
             self.tls = ensemble_tls(
                 self.base_dir / "tls", tls_names or [server.host for server in self.servers]
             )
