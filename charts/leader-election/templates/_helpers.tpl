@@ -163,6 +163,9 @@ fails (le.failWithoutCluster) rather than invent certificates the running pods d
 sprig writes PKCS#1 RSA keys; the servers convert theirs to PKCS#8 when they start.
 */}}
 {{- define "le.zkTlsMaterial" -}}
+{{- if .Values.zookeeper.tls.existingClientSecret }}
+{{- fail "zookeeper.tls.existingClientSecret needs zookeeper.tls.existingSecret: the chart's generated CA would not trust a client certificate it did not sign. Set both (one CA), or neither" }}
+{{- end }}
 {{- if not (hasKey .Values.zookeeper.tls "resolvedMaterial") }}
 {{- $ns := .Release.Namespace }}
 {{- $server := (lookup "v1" "Secret" $ns (include "le.zkTlsServerSecret" .)).data | default dict }}
