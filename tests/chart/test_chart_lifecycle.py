@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from chart_support import CHART_DIR, RELEASE, HelmError, helm, with_offline_tls
+from cryptography import x509
 
 from sidecar.lab.cluster.control_plane import LocalCluster
 
@@ -162,6 +163,27 @@ class Release:
         annotations: dict[str, str] = sts["spec"]["template"]["metadata"]["annotations"]
         return annotations["checksum/zk-auth"]
 
+    def tls_data(self) -> dict[str, dict[str, str]]:
+        """The data of the chart's generated TLS Secrets (server, client) by name."""
+        found = {}
+        for suffix in ("zookeeper-tls", "zookeeper-client-tls"):
+            out = self.cluster.kubectl("--namespace", self.namespace, "get", "secret",
+                                       f"{self.name}-{suffix}", "-o", "json")
+            secret = json.loads(out)
+            assert secret["type"] == "kubernetes.io/tls"
+            assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+            found[suffix] = secret["data"]
+        return found
+
+    def tls_checksums(self) -> tuple[str, str]:
+        """checksum/zk-tls of the ensemble's and of the application's pod template."""
+        sums = []
+        for sts in (f"{self.name}-zookeeper", self.name):
+            obj = json.loads(self.cluster.kubectl("--namespace", self.namespace, "get",
+                                                  "statefulset", sts, "-o", "json"))
+            sums.append(obj["spec"]["template"]["metadata"]["annotations"]["checksum/zk-tls"])
+        return sums[0], sums[1]
+
     def password(self) -> str:
         secret = self.secret()
         assert secret is not None, "no credentials Secret"
@@ -196,6 +218,52 @@ def test_reinstall_over_kept_volumes_keeps_the_password(release: Release) -> Non
     assert release.secret() is not None, "helm uninstall deleted the credentials Secret"
     release.install()
     assert release.password() == password, "the reinstall generated another password"
+
+
+def certificate(data: dict[str, str], key: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(data[key]))
+
+
+def test_generated_certificates_are_kept_and_rotated_by_deleting_them(
+    release: Release,
+) -> None:
+    release.install()
+    tls = release.tls_data()
+    server, client = tls["zookeeper-tls"], tls["zookeeper-client-tls"]
+    assert server["ca.crt"] == client["ca.crt"]
+    ca = certificate(server, "ca.crt")
+    for data in (server, client):
+        certificate(data, "tls.crt").verify_directly_issued_by(ca)
+        # PKCS#1 as sprig writes it: the servers convert theirs when they start.
+        assert base64.b64decode(data["tls.key"]).startswith(b"-----BEGIN RSA PRIVATE KEY")
+    sans = certificate(server, "tls.crt").extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    domain = f"{release.namespace}.svc.cluster.local"
+    assert f"{release.name}-zookeeper.{domain}" in sans.get_values_for_type(x509.DNSName)
+    assert f"{release.name}-zookeeper-2.{release.name}-zookeeper-headless.{domain}" in (
+        sans.get_values_for_type(x509.DNSName))
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    checksums = release.tls_checksums()
+    # Kept across upgrades: the same CA and certificates, no roll.
+    release.helm("upgrade", release.name, str(CHART_DIR), values={"app": {"replicas": 2}})
+    assert release.tls_data() == tls, "an upgrade changed the certificates"
+    assert release.tls_checksums() == checksums
+    # ... and across an uninstall and a reinstall (the Secrets stay, like the PVCs).
+    release.helm("uninstall", release.name)
+    assert release.tls_data() == tls, "helm uninstall deleted the certificates"
+    release.install()
+    assert release.tls_data() == tls, "the reinstall generated other certificates"
+    # Rotation (docs/deployment.md): delete the Secrets, upgrade: a new CA and both
+    # certificates, and both StatefulSets roll.
+    release.cluster.kubectl("--namespace", release.namespace, "delete", "secret",
+                            f"{release.name}-zookeeper-tls", f"{release.name}-zookeeper-client-tls")
+    release.helm("upgrade", release.name, str(CHART_DIR), values={})
+    rotated = release.tls_data()
+    assert rotated["zookeeper-tls"]["ca.crt"] != server["ca.crt"]
+    assert rotated["zookeeper-tls"]["ca.crt"] == rotated["zookeeper-client-tls"]["ca.crt"]
+    new = release.tls_checksums()
+    assert new[0] != checksums[0] and new[1] != checksums[1]
 
 
 def test_zookeeper_replicas_cannot_change_on_a_live_release(release: Release) -> None:
