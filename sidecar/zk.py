@@ -57,6 +57,8 @@ from kazoo.handlers.threading import SequentialThreadingHandler
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.retry import KazooRetry
 from kazoo.security import (
+    ACL,
+    Id,
     Permissions,
     make_acl,
     make_digest_acl,
@@ -539,24 +541,32 @@ class ZkSession:
         with contextlib.suppress(NodeExists):  # a peer made it meanwhile
             self._call(lambda: self.client.create_async(path))
 
-    def made_with_acls(self, nodes: list[tuple[str, bool]]) -> list[list[AclEntry] | None]:
+    def made_with_acls(
+        self, nodes: list[tuple[str, bool]]
+    ) -> list[tuple[list[AclEntry], int] | None]:
         """Each of `nodes` (path, shared) made unless it exists, parents first, with the
-        group's ACL or, if shared, the shared one; then the ACL each has, in one round
-        trip. None for a node that could not be made (its parent is gone)."""
+        group's ACL or, if shared, the shared one; then the ACL each has and its version
+        (`aversion`), in one round trip. None for a node that could not be made (its
+        parent is gone)."""
         for path, shared in nodes:
             self.client.create_async(path, acl=self._shared_acl if shared else None)
         reads = [self.client.get_acls_async(path) for path, _ in nodes]
-        found: list[list[AclEntry] | None] = []
+        found: list[tuple[list[AclEntry], int] | None] = []
         for read in reads:
             try:
-                acls, _stat = self._answer(read)
+                acls, stat = self._answer(read)
             except NoNode:
                 found.append(None)
                 continue
-            found.append([
-                AclEntry(acl.id.scheme, acl.id.id, Perm(acl.perms)) for acl in acls
-            ])
+            entries = [AclEntry(acl.id.scheme, acl.id.id, Perm(acl.perms)) for acl in acls]
+            found.append((entries, int(stat.aversion)))
         return found
+
+    def set_acl(self, path: str, acl: list[AclEntry], version: int) -> None:
+        """Set the ACL of `path` if it is still at `version` (`aversion`); BadVersion is
+        a ConnectionTrouble (somebody changed it meanwhile: judge it again)."""
+        entries = [ACL(int(entry.perms), Id(entry.scheme, entry.id)) for entry in acl]
+        self._call(lambda: self.client.set_acls_async(path, entries, version))
 
     def _ancestry(self, path: str) -> list[tuple[str, Any]]:
         """`path` and its ancestors below the root, top first, each with the ACL

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, make_acl, make_digest_acl
 
 from sidecar.election.presence import markers_path
@@ -61,20 +62,19 @@ def _candidates(client: KazooClient, election: str) -> list[str]:
     return [name for name in client.get_children(election) if name.startswith("candidate-")]
 
 
-@pytest.mark.parametrize("squatted", ["parent", "election", "record", "markers"])
+@pytest.mark.parametrize("squatted", ["election", "record", "markers"])
 def test_a_node_squatted_before_the_group_starts_is_never_used(
     ensemble: Ensemble, group: Group, stranger: KazooClient, operator: KazooClient,
     squatted: str,
 ) -> None:
-    """A stranger makes one of the election's nodes first, open to all. No sidecar
+    """A stranger makes one of the group's own nodes first, open to all. No sidecar
     volunteers on it: each says `unknown`, names the node and its ACL in one line, and
     retries; once the node is deleted, the group makes it anew, closed, and elects."""
     parent = f"/sq-{uuid.uuid4().hex[:8]}"
     election = f"{parent}/{group.election}"
-    node = {"parent": parent, "election": election, "record": record_path(election),
+    node = {"election": election, "record": record_path(election),
             "markers": markers_path(election)}[squatted]
-    if squatted != "parent":
-        operator.create(parent, b"", acl=[make_digest_acl(*OPERATOR, all=True), SHARED_RC])
+    operator.create(parent, b"", acl=[make_digest_acl(*OPERATOR, all=True), SHARED_RC])
     stranger.create(node, b"", acl=OPEN_ACL_UNSAFE)
     members = _spawn(group, ensemble, parent, count=2)
     for member in members:
@@ -89,14 +89,37 @@ def test_a_node_squatted_before_the_group_starts_is_never_used(
         assert member.log_text().count("refusing the election") == 1, "one line, no storm"
     assert_survived(*members)
 
-    # The repair: whoever may delete the node does (the open parent: anyone).
-    (stranger if squatted == "parent" else operator).delete(node, recursive=True)
+    # The repair: whoever may delete in the parent does.
+    operator.delete(node, recursive=True)
     assert wait_for(lambda: len(leaders(members)) == 1,
                     REFUSED_BACKOFF_MAX + SESSION_TIMEOUT + SLACK)
     assert all(m.role() in ("leader", "follower") for m in members) or wait_for(
         lambda: all(m.role() in ("leader", "follower") for m in members), SLACK)
     acl, _stat = stranger.get_acls(node)
     assert all(entry.perms & ~(1 | 4) == 0 for entry in acl if entry.id.scheme == "world")
+    assert_survived(*members)
+
+
+def test_a_squatted_shared_parent_is_closed_and_used(
+    ensemble: Ensemble, group: Group, stranger: KazooClient
+) -> None:
+    """The shared parent made first, open to all (or by a release without credentials): a
+    sidecar sets its ACL to the contract, since everything below it that the election uses
+    is checked in the same round trip, and elects at once. Nobody may delete there since."""
+    parent = f"/sq-{uuid.uuid4().hex[:8]}"
+    stranger.create(parent, b"", acl=OPEN_ACL_UNSAFE)
+    members = _spawn(group, ensemble, parent, count=2)
+    group.wait_one_leader(timeout=SLACK + SESSION_TIMEOUT)
+    log = "".join(m.log_text() for m in members)
+    assert f"repaired the ACL of the shared parent {parent}: was [world:anyone:rwcda], now " \
+        "[world:anyone:rc]" in log, log
+    assert "refusing the election" not in log
+    acl, _stat = stranger.get_acls(parent)
+    assert [(e.id.scheme, e.perms) for e in acl] == [("world", 1 | 4)]
+    election = f"{parent}/{group.election}"
+    assert wait_for(lambda: stranger.exists(record_path(election)) is not None, SLACK)
+    with pytest.raises(NoAuthError):
+        stranger.delete(record_path(election))
     assert_survived(*members)
 
 
@@ -130,8 +153,8 @@ def test_followers_ignore_a_record_that_names_no_live_candidate(
     leader = group.wait_one_leader()
     epoch = leader.status()["epoch"]  # type: ignore[index]
     path = record_path(f"/leader-election/{group.election}")
-    assert wait_for(lambda: json.loads(zk_client.get(path)[0] or b"{}").get("epoch") == epoch,
-                    SLACK)
+    assert wait_for(lambda: zk_client.exists(path) is not None
+                    and json.loads(zk_client.get(path)[0] or b"{}").get("epoch") == epoch, SLACK)
     follower = next(m for m in members if m is not leader)
     follower_node = next(
         name for name in zk_client.get_children(f"/leader-election/{group.election}")

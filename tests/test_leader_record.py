@@ -8,6 +8,7 @@ from pathlib import Path
 
 from election_support import SLACK, Group
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
 from kazoo.security import make_acl
 
 from sidecar.election.record import record_path
@@ -19,7 +20,13 @@ PROMPT = 1.0  # generous next to the milliseconds it takes, far below LONG_SESSI
 
 
 def _record(zk_client: KazooClient, group: Group) -> dict[str, object]:
-    data, _stat = zk_client.get(record_path(f"/leader-election/{group.election}"))
+    """The record, or {} before the first leader's first renewal has written it."""
+    try:
+        data, _stat = zk_client.get(record_path(f"/leader-election/{group.election}"))
+    except NoNodeError:
+        return {}
+    if not data:
+        return {}
     document = json.loads(data)
     assert isinstance(document, dict)
     return document
@@ -40,7 +47,7 @@ def test_followers_learn_a_new_leader_at_once(
 ) -> None:
     group.spawn(ensemble.connect_string, count=5, session_timeout=LONG_SESSION)
     old = group.wait_one_leader()
-    assert wait_for(lambda: _record(zk_client, group)["identity"] == old.identity, SLACK)
+    assert wait_for(lambda: _record(zk_client, group).get("identity") == old.identity, SLACK)
     survivors = [m for m in group.members if m is not old]
     for _round in range(2):
         old.terminate()
@@ -74,7 +81,7 @@ def test_a_forged_record_misleads_nobody(
     members = group.spawn(ensemble.connect_string, count=3)
     leader = group.wait_one_leader()
     path = record_path(f"/leader-election/{group.election}")
-    assert wait_for(lambda: _record(zk_client, group)["identity"] == leader.identity, SLACK)
+    assert wait_for(lambda: _record(zk_client, group).get("identity") == leader.identity, SLACK)
     for forged in (b"", b"\xff\xfe not json", b'{"identity": 7}', b"x" * 100_000,
                    b'{"identity": "mallory", "epoch": -1, "node": "n"}'):
         zk_client.set(path, forged)

@@ -24,27 +24,42 @@ The nodes, and the ACL each may have (`verdict`):
 
 Each check is one round trip: the nodes are made where missing (parents first, each with
 its ACL; the record too, empty, so that nobody else can make it later with an ACL of their
-own) and their ACLs read back, pipelined (`ZkSession.made_with_acls`). A node that breaks
-its rule is never used: `OpenAcl` names it and its ACL, and the worker says `unknown`,
-logs that one line, posts it as an Event, and retries with backoff (`worker`).
+own) and their ACLs read back, pipelined (`ZkSession.made_with_acls`).
 
-Not repaired, by design: setting the ACL right (the squatter's open ACL would allow it)
-cannot undo what the node's maker could do while it was open: children of its own in the
-election (ephemeral `candidate-` nodes that would sort first), a record, watches. Who
+A shared parent found open is repaired when its ACL lets us (an open ACL grants admin to
+anyone): its digest entries stay, every other entry is replaced by `world:anyone:rc`
+(`set_acl` at the version judged, one warning line). That is safe because nothing a
+parent's maker could do while it was open touches the election except through the
+group's own nodes below it, which the same round trip has just checked one by one (a
+child deleted and made anew, a record forged into a new node: all caught there), and the
+parent's data is never read. It is also what an upgrade needs: a `/leader-election` made
+by a release without credentials is open, and several groups live in it, so deleting it
+is not an option.
+
+A group's own node that breaks its rule is never used, and not repaired: resetting the
+ACL cannot undo what the node's maker could do while it was open (children of its own in
+the election, ephemeral `candidate-` nodes that would sort first; a record; watches). Who
 made the node has to be found out and the node deleted by an operator; the candidates
-then make it anew with the group's ACL at their next retry.
+then make it anew with the group's ACL at their next retry. `OpenAcl` names it and its
+ACL, and the worker says `unknown`, logs that one line, posts it as an Event, and retries
+with backoff (`worker`).
 
 Guaranteed: a candidate with credentials never creates its znode in, leads or follows on
-an election whose nodes break these rules when it volunteers. Not guaranteed: a node
+an election whose own nodes break these rules when it volunteers. Not guaranteed: a node
 deleted and made anew after that check by someone allowed to (a group whose digest an
-old parent grants all) is found only at the next volunteer.
+old parent grants all, or whoever opens a repaired parent again with its old admin right
+before the repair) is found only at the next volunteer.
 """
 
 from __future__ import annotations
 
-from ..zk import AclEntry, NotAuthorized, Perm, ZkSession
+import logging
+
+from ..zk import AclEntry, NotAuthorized, Perm, ZkError, ZkSession
 from .presence import markers_path
 from .record import record_path
+
+log = logging.getLogger(__name__)
 
 SHARED_MAY = Perm.READ | Perm.CREATE  # what anyone may do in a shared parent
 OTHERS_MAY = Perm.READ  # what anyone but the group may do in its own nodes
@@ -99,6 +114,7 @@ class AclGuard:
             (markers_path(election_path), False),
         ]
         self.checks = 0
+        self.repairs = 0
 
     @property
     def enabled(self) -> bool:
@@ -106,12 +122,36 @@ class AclGuard:
         return self.zk.digest_id is not None
 
     def verify(self) -> None:
-        """Make the missing nodes and check every ACL; `OpenAcl` for the first broken."""
+        """Make the missing nodes and check every ACL; repair an open shared parent,
+        `OpenAcl` for the first broken node of the group's own."""
         ours = self.zk.digest_id
         if ours is None:
             return
         self.checks += 1
         found = self.zk.made_with_acls(self.nodes)
-        for (path, shared), acl in zip(self.nodes, found, strict=True):
-            if acl is not None and not verdict(acl, shared, ours):
+        for (path, shared), read in zip(self.nodes, found, strict=True):
+            if read is None or verdict(read[0], shared, ours):
+                continue
+            acl, version = read
+            if not shared or not self._repaired(path, acl, version):
                 raise OpenAcl(path, acl, shared)
+
+    def _repaired(self, path: str, acl: list[AclEntry], version: int) -> bool:
+        """A shared parent's ACL set to the contract (see the module's text), if we may."""
+        if not any(Perm.ADMIN in e.perms for e in acl if e.scheme != "digest" or (
+            e.id == self.zk.digest_id
+        )):
+            return False
+        repaired = [e for e in acl if e.scheme == "digest"] + [
+            AclEntry("world", "anyone", SHARED_MAY)
+        ]
+        try:
+            self.zk.set_acl(path, repaired, version)
+        except ZkError as error:
+            log.warning("could not repair the ACL of the shared parent %s: %s", path, error)
+            return False
+        log.warning("repaired the ACL of the shared parent %s: was [%s], now [%s] (every "
+                    "group may read and create there, nobody may delete)", path,
+                    ", ".join(map(str, acl)), ", ".join(map(str, repaired)))
+        self.repairs += 1
+        return True
