@@ -127,10 +127,13 @@ def test_upgrade_rolls_and_uninstall_leaves_nothing(release: ChartRelease, zk_cl
 
     release.uninstall()
     # All but the ZooKeeper credentials, kept on purpose (`helm.sh/resource-policy: keep`):
-    # the election's znodes outlive the release, with an ACL only they open.
-    kept_secret = [f"secret/{release.name}-zk-auth"]
-    wait(lambda: release.leftovers() == kept_secret, SLACK,
-         "no object of the release is left but its credentials")
+    # the election's znodes outlive the release, with an ACL only they open; and the
+    # ensemble's generated CA and certificates, kept alike (a reinstall adopts them).
+    kept_secret = sorted([f"secret/{release.name}-zk-auth",
+                          f"secret/{release.name}-zookeeper-tls",
+                          f"secret/{release.name}-zookeeper-client-tls"])
+    wait(lambda: sorted(release.leftovers()) == kept_secret, SLACK,
+         "no object of the release is left but its credentials and certificates")
     wait(lambda: not zk_client.exists(parent) or not zk_client.get_children(parent), SLACK,
          "no znode of the release is left")
 
