@@ -338,8 +338,8 @@ def test_a_squatted_election_node_says_so_in_an_event(
     ensemble: Ensemble, group: Group, kube_ns: KubeNamespace
 ) -> None:
     """A client with no credentials made the election node and its parent first, open to
-    all: the sidecar never volunteers there, stays `unknown` and names the first such node
-    (the parent) and its ACL in a Warning Event on its pod."""
+    all: the sidecar closes the shared parent, never volunteers in the election node, stays
+    `unknown` and names that node and its ACL in a Warning Event on its pod."""
     from kazoo.client import KazooClient
     from kazoo.security import OPEN_ACL_UNSAFE
 
@@ -358,7 +358,8 @@ def test_a_squatted_election_node_says_so_in_an_event(
         assert member.role() == "unknown"
         (event,) = kube_ns.events("app-0", reason="ZooKeeperRefused")
         assert event["type"] == "Warning"
-        assert f"{parent} has the ACL [world:anyone:rwcda]" in event["message"], event
+        node = f"{parent}/{group.election}"
+        assert f"{node} has the ACL [world:anyone:rwcda]" in event["message"], event
         assert_survived(member)
     finally:
         stranger.stop()
