@@ -74,6 +74,59 @@ def test_the_ensemble_serves_clients_over_tls_only_by_default(default: Manifests
         assert "zk-4lw" in " ".join(container[probe]["exec"]["command"])
 
 
+QUORUM_TLS = {"sslQuorum": "true",
+              "ssl.quorum.keyStore.location": "/run/zookeeper-tls/keystore.pem",
+              "ssl.quorum.keyStore.type": "PEM",
+              "ssl.quorum.trustStore.location": "/etc/zookeeper/tls/ca.crt",
+              "ssl.quorum.trustStore.type": "PEM",
+              "ssl.quorum.hostnameVerification": "true"}
+
+
+def test_the_servers_speak_tls_to_each_other_by_default(default: Manifests) -> None:
+    extra = cfg_extra(default)
+    # The same key store (the servers' certificate as TLS client and server) and CA as the
+    # client port; the peers' names checked; no plaintext peer accepted.
+    assert {k: extra.get(k) for k in QUORUM_TLS} == QUORUM_TLS
+    assert extra["ssl.quorum.keyStore.location"] == extra["ssl.keyStore.location"]
+    assert extra["ssl.quorum.trustStore.location"] == extra["ssl.trustStore.location"]
+    assert "portUnification" not in extra
+    # Still the ports the peers (and the NetworkPolicy) know.
+    servers = env_of(zk_container(default))["ZOO_SERVERS"].split()
+    assert all(":2888:3888" in s for s in servers)
+
+
+def test_quorum_tls_can_be_left_off_or_its_name_check_switched_off(
+    render: Callable[..., Manifests],
+) -> None:
+    plain = cfg_extra(render({"zookeeper": {"tls": {"quorum": False}}}))
+    assert plain["secureClientPort"] == "2281"
+    assert not [k for k in plain if k.startswith("ssl.quorum.") or k in (
+        "sslQuorum", "portUnification")]
+    unchecked = cfg_extra(render({"zookeeper": {"tls": {"quorumHostnameVerification": False}}}))
+    assert unchecked["sslQuorum"] == "true"
+    assert unchecked["ssl.quorum.hostnameVerification"] == "false"
+    # Without TLS to clients the quorum is plain too.
+    off = cfg_extra(render({"zookeeper": {"tls": {"enabled": False, "quorum": True}}}))
+    assert not [k for k in off if "ssl" in k.lower() or k == "portUnification"]
+
+
+def test_port_unification_is_the_rolling_path_from_a_plain_quorum(
+    render: Callable[..., Manifests],
+) -> None:
+    # Step 1 of the upgrade: still plain to the peers, but TLS peers accepted.
+    first = cfg_extra(render({"zookeeper": {"tls": {"quorum": False,
+                                                    "quorumPortUnification": True}}}))
+    assert first["portUnification"] == "true" and "sslQuorum" not in first
+    assert first["ssl.quorum.keyStore.location"] == "/run/zookeeper-tls/keystore.pem"
+    assert first["ssl.quorum.trustStore.type"] == "PEM"
+    # Step 2: TLS to the peers, plaintext ones still accepted; each key once.
+    second = render({"zookeeper": {"tls": {"quorumPortUnification": True}}})
+    extra = cfg_extra(second)
+    assert extra["portUnification"] == extra["sslQuorum"] == "true"
+    entries = env_of(zk_container(second))["ZOO_CFG_EXTRA"].split()
+    assert len(entries) == len({e.split("=", 1)[0] for e in entries})
+
+
 def test_the_servers_key_store_is_made_in_memory_from_the_secret(default: Manifests) -> None:
     pod = zk_pod(default)
     container = zk_container(default)

@@ -12,7 +12,15 @@ What is tried, for real:
 - the sidecars: the servers' kernels show each app pod's established connection on 2281
   (there is no other client port), and one pod is labelled leader;
 - the chart's generated CA and certificates: the server certificate names the client
-  Service and each server, and both certificates chain to the CA.
+  Service and each server, and both certificates chain to the CA; it carries the
+  serverAuth and clientAuth extended key usages that quorum TLS needs;
+- the quorum over TLS (sslQuorum, the servers' names checked both ways): zoo.cfg says so,
+  the three servers form it (one leader, two followers) and the sidecars hold their
+  sessions through it; from another server's container, a TLS client with the release's
+  certificate completes the handshake on a peer's election port (3888), names checked both
+  ways, and an election hello over it is taken (the connection kept), while the same
+  hello in plaintext is not: the peer closes the connection without a byte and logs
+  `Blocked insecure connection attempt`; the quorum is unchanged.
 
 Read-only: it runs before the files that break the release (file order).
 """
@@ -120,6 +128,15 @@ def test_every_server_serves_clients_over_tls_only(node_release: ChartRelease) -
         assert len(servers) == 3 and not any(";" in v for v in servers), servers
         listening, _ = listeners_and_peers(node_release, pod)
         assert SECURE_PORT in listening and PLAIN_PORT not in listening, (pod, listening)
+        # The quorum (2888, 3888) over TLS too, with the same key store and CA, and the
+        # peers' names checked.
+        assert settings["sslQuorum"] == "true", config
+        assert settings["ssl.quorum.keyStore.location"] == "/run/zookeeper-tls/keystore.pem"
+        assert settings["ssl.quorum.trustStore.location"] == "/etc/zookeeper/tls/ca.crt"
+        assert settings["ssl.quorum.keyStore.type"] == "PEM", config
+        assert settings["ssl.quorum.trustStore.type"] == "PEM", config
+        assert settings["ssl.quorum.hostnameVerification"] == "true", config
+        assert "portUnification" not in settings, config
         # The key store was made in memory from the Secret, the key converted to PKCS#8.
         first = chartzk.exec_in(node_release, pod, "zookeeper", "head", "-n", "1",
                                 "/run/zookeeper-tls/keystore.pem").stdout.strip()
@@ -189,3 +206,79 @@ def test_the_generated_certificates_name_the_ensemble_and_chain_to_the_ca(
     for key in ("tls.crt",):
         for secret in (server, client):
             certificate(secret["data"], key).verify_directly_issued_by(ca)
+    # Quorum TLS: every server is TLS client and server to its peers with this certificate.
+    usages = certificate(server["data"], "tls.crt").extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage).value
+    assert x509.ExtendedKeyUsageOID.SERVER_AUTH in usages
+    assert x509.ExtendedKeyUsageOID.CLIENT_AUTH in usages
+
+
+# Run with `bash -c` in a server's container (bash and openssl, no Python there): the same
+# election hello, sent to a peer's election port (3888) over TLS with the release's
+# certificate and in plaintext. The hello is what a server opens a connection to its peer
+# with: protocol version -65535, its sid (99 here: above every real one, so the peer keeps
+# the connection rather than close it and call back), the length and bytes of its election
+# address. A peer that takes it keeps the connection open and sends nothing (it sends
+# notifications only to the servers of its view); one that refuses it closes it.
+PEER_PROBE = r"""
+set -u
+peer=$1
+hello() {
+    printf '\xff\xff\xff\xff\xff\xff\x00\x01\x00\x00\x00\x00\x00\x00\x00\x63'
+    printf '\x00\x00\x00\x0a%s' probe:3888
+}
+echo "--- tls handshake"
+timeout 8 openssl s_client -connect "$peer:3888" -brief -verify_return_error \
+    -CAfile /etc/zookeeper/tls/ca.crt -cert /etc/zookeeper/tls/tls.crt \
+    -key /etc/zookeeper/tls/tls.key </dev/null 2>&1 | grep -E '^(CONNECTION|Verification|Peer certificate)'
+echo "--- tls hello"
+{ hello; sleep 7; } | timeout 5 openssl s_client -connect "$peer:3888" -quiet \
+    -verify_return_error -CAfile /etc/zookeeper/tls/ca.crt \
+    -cert /etc/zookeeper/tls/tls.crt -key /etc/zookeeper/tls/tls.key > /tmp/answer 2>/dev/null
+status=$?
+if [ "$status" = 124 ]; then echo "still open"; else echo "closed ($status)"; fi
+echo "--- plaintext hello"
+exec 3<>"/dev/tcp/$peer/3888" || { echo "connect failed"; exit 0; }
+hello >&3
+if timeout 5 head -c 64 <&3 > /tmp/answer; then
+    echo "closed after $(wc -c < /tmp/answer) bytes"
+else
+    echo "still open"
+fi
+"""
+
+
+def logs_since(release: ChartRelease, pod: str, since: str) -> str:
+    return release.kubectl("logs", pod, "-c", "zookeeper", f"--since-time={since}")
+
+
+def test_the_quorum_speaks_tls_only_between_the_servers(node_release: ChartRelease) -> None:
+    wait(lambda: chartzk.modes(node_release) == chartzk.QUORUM, SLACK,
+         "srvr over TLS: one leader and two followers")
+    node_release.wait_settled(SLACK)
+    servers = chartzk.pods(node_release)
+    prober, target = servers[0], servers[1]
+    name, ns = node_release.name, node_release.namespace
+    peer = f"{target}.{name}-zookeeper-headless.{ns}.svc.cluster.local"
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    out = chartzk.exec_in(node_release, prober, "zookeeper", "bash", "-c", PEER_PROBE,
+                          "probe", peer).stdout
+    log = wait(lambda: (lambda text: text if "Blocked insecure" in text else None)(
+        logs_since(node_release, target, since)), 20, "the peer logs the plaintext hello")
+    print(out)
+    _, handshake, over_tls, plaintext = out.split("--- ")
+    # The election port speaks TLS, and the two servers take each other's certificate:
+    # chain and names (the target checks the prober's by a reverse lookup of its address).
+    assert "CONNECTION ESTABLISHED" in handshake and "Verification: OK" in handshake, out
+    # Over TLS the peer takes the hello and keeps the connection; in plaintext the same
+    # hello is refused: the connection closed, nothing sent back.
+    assert over_tls.split("\n", 1)[1].strip() == "still open", out
+    assert plaintext.split("\n", 1)[1].strip() == "closed after 0 bytes", out
+    # The peer's log says so: the prober's TLS connections accepted, its plaintext one
+    # blocked as insecure.
+    prober_ip = node_release.pod_ip(prober)
+    assert f"Accepted TLS connection from /{prober_ip}:" in log, log
+    assert "Blocked insecure connection attempt" in log, log
+    # Nothing changed: still three servers in a quorum, one pod leading.
+    assert chartzk.modes(node_release) == chartzk.QUORUM
+    assert len(node_release.labelled_leaders()) == 1
