@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import logging
 
-from ..zk import AclEntry, NotAuthorized, Perm, ZkError, ZkSession
+from ..zk import AclEntry, ConnectionTrouble, NotAuthorized, Perm, ZkSession
 from .presence import markers_path
 from .record import record_path
 
@@ -147,9 +147,12 @@ class AclGuard:
         ]
         try:
             self.zk.set_acl(path, repaired, version)
-        except ZkError as error:
-            log.warning("could not repair the ACL of the shared parent %s: %s", path, error)
-            return False
+        except NotAuthorized:
+            # The ACL we read granted us admin, so it has changed since (a peer repaired it
+            # first): judge it again shortly, as after any failed request.
+            raise ConnectionTrouble(f"the ACL of {path} changed while being repaired") from None
+        # Anything else (BadVersion: changed since it was read; no answer) propagates as a
+        # plain ZooKeeper error too.
         log.warning("repaired the ACL of the shared parent %s: was [%s], now [%s] (every "
                     "group may read and create there, nobody may delete)", path,
                     ", ".join(map(str, acl)), ", ".join(map(str, repaired)))
