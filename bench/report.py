@@ -458,7 +458,8 @@ def tls_section(data: dict[str, Any]) -> list[str]:
         "directories on tmpfs; the rounds alternate between the two. Handover: SIGTERM to "
         "the leader until another candidate's role file says `leader`; names: until every "
         "survivor's status.json names it. Idle: both groups at once over "
-        f"{data['idle_seconds']:g} s, % of one core. (`bench/tls_cost.py`)",
+        f"{data['idle_seconds']:g} s, % of one core (a follower: the mean of the group's "
+        "followers, the heir's anchor renewals included). (`bench/tls_cost.py`)",
         "",
         "| ZooKeeper clients over | graceful handover, median | p95 | followers name the "
         "new leader, median | first leader after a cold start, median | idle CPU: leader | "

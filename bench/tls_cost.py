@@ -59,14 +59,14 @@ def start_group(
 def idle_cpu(
     groups: dict[str, list[SidecarProcess]], ensembles: dict[str, Ensemble], seconds: float
 ) -> dict[str, dict[str, float]]:
-    """% of one core over `seconds`: each group's leader and one follower, each ensemble's
-    three servers together."""
+    """% of one core over `seconds`: each group's leader, its followers (the mean of one:
+    the heir renews an anchor, the others only watch), each ensemble's three servers
+    together."""
     watched: dict[str, dict[str, list[int]]] = {}
     for mode, members in groups.items():
         leader = settle(members)
-        follower = next(m for m in members if m is not leader)
         watched[mode] = {
-            "leader": [leader.pid], "follower": [follower.pid],
+            "leader": [leader.pid], "follower": [m.pid for m in members if m is not leader],
             "zookeeper, 3 servers": [s.process.pid for s in ensembles[mode].servers
                                      if s.process is not None],
         }
@@ -75,8 +75,11 @@ def idle_cpu(
     started = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - started
+    per = {"leader": 1, "follower": len(next(iter(watched.values()))["follower"]),
+           "zookeeper, 3 servers": 1}
     return {
-        mode: {k: (sum(process_cpu_seconds(p) for p in pids) - before[mode][k]) / elapsed * 100
+        mode: {k: (sum(process_cpu_seconds(p) for p in pids) - before[mode][k])
+               / elapsed * 100 / per[k]
                for k, pids in rows.items()}
         for mode, rows in watched.items()
     }
