@@ -239,9 +239,14 @@ status=$?
 if [ "$status" = 124 ]; then echo "still open"; else echo "closed ($status)"; fi
 echo "--- plaintext hello"
 exec 3<>"/dev/tcp/$peer/3888" || { echo "connect failed"; exit 0; }
-hello >&3
-if timeout 5 head -c 64 <&3 > /tmp/answer; then
+# The peer may close before the hello is written: a broken pipe, not a reason to die.
+trap '' PIPE
+if ! hello >&3 2>/dev/null; then
+    echo "closed after 0 bytes"
+elif timeout 5 head -c 64 <&3 > /tmp/answer 2>/dev/null; then
     echo "closed after $(wc -c < /tmp/answer) bytes"
+elif [ "$?" != 124 ]; then
+    echo "closed after 0 bytes"  # reset by the peer
 else
     echo "still open"
 fi
