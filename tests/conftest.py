@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from election_support import Group
+from election_support import Group, kazoo_client
 
 from sidecar.lab.candidates import wait_for
 from sidecar.lab.cluster import binaries
@@ -115,12 +115,5 @@ def until() -> Callable[..., bool]:
 @pytest.fixture
 def zk_client(ensemble: Ensemble) -> Iterator[object]:
     """A plain kazoo client, for doing things by hand as an operator would."""
-    from kazoo.client import KazooClient
-
-    client = KazooClient(hosts=ensemble.connect_string, timeout=4.0)
-    client.start(timeout=10)
-    try:
+    with kazoo_client(ensemble.connect_string) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()

@@ -3,12 +3,30 @@ reliably when several test directories have one)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+
+from kazoo.client import KazooClient
 
 from sidecar.lab.candidates import LeaseMonitor, SidecarProcess, leaders, wait_for
 
 SESSION_TIMEOUT = 2.0
 SLACK = 3.0  # generous: tests assert upper bounds only, never benchmark targets
+
+
+@contextlib.contextmanager
+def kazoo_client(hosts: str, auth: str | None = None) -> Iterator[KazooClient]:
+    """A kazoo client for doing things by hand as a person would, with digest credentials
+    `user:password` if given; stopped and closed whatever happens."""
+    client = KazooClient(hosts=hosts, timeout=4.0,
+                         auth_data=[("digest", auth)] if auth else None)
+    client.start(timeout=10)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
 
 
 def assert_survived(*members: SidecarProcess) -> None:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived
+from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived, kazoo_client
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, make_acl, make_digest_acl
@@ -28,27 +28,16 @@ SHARED_RC = make_acl("world", "anyone", read=True, create=True)
 @pytest.fixture
 def stranger(ensemble: Ensemble) -> Iterator[KazooClient]:
     """A client with no credentials at all."""
-    client = KazooClient(hosts=ensemble.connect_string, timeout=4.0)
-    client.start(timeout=10)
-    try:
+    with kazoo_client(ensemble.connect_string) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 @pytest.fixture
 def operator(ensemble: Ensemble) -> Iterator[KazooClient]:
     """Whoever runs the ensemble: made the shared parent (an earlier version's ACL, its
     digest with all rights) and may delete what a stranger made in it."""
-    client = KazooClient(hosts=ensemble.connect_string, timeout=4.0,
-                         auth_data=[("digest", f"{OPERATOR[0]}:{OPERATOR[1]}")])
-    client.start(timeout=10)
-    try:
+    with kazoo_client(ensemble.connect_string, f"{OPERATOR[0]}:{OPERATOR[1]}") as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def _spawn(group: Group, ensemble: Ensemble, parent: str, count: int) -> list[SidecarProcess]:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from election_support import SESSION_TIMEOUT, SLACK, Group
+from election_support import SESSION_TIMEOUT, SLACK, Group, kazoo_client
 from kazoo.client import KazooClient
 
 from sidecar.config import MIN_SESSION_TIMEOUT
@@ -155,13 +155,8 @@ def test_freeze_between_the_clock_reads_never_publishes_an_old_lease(
 @pytest.fixture
 def operator(ensemble: Ensemble) -> Iterator[KazooClient]:
     """zkCli in the hands of someone who holds the group's credentials."""
-    client = KazooClient(hosts=ensemble.connect_string, auth_data=[("digest", AUTH)])
-    client.start(timeout=10)
-    try:
+    with kazoo_client(ensemble.connect_string, AUTH) as client:
         yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def _leader_znode(client: KazooClient, path: str, identity: str) -> str:

@@ -20,7 +20,7 @@ import kubernetes
 import pytest
 import yaml
 from cluster_support import RELEASE, KubeNamespace
-from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived
+from election_support import SESSION_TIMEOUT, SLACK, Group, assert_survived, kazoo_client
 
 from sidecar.k8s import GROUP_LABEL, STEP_DOWN_ANNOTATION
 from sidecar.lab.candidates import SidecarProcess, leaders, wait_for
@@ -301,37 +301,40 @@ def test_garbage_token_from_the_start(
 # --- h. a new password over the old ACL (issue 24, item 4) -----------------------------------
 
 
+def _refused_with_an_event(
+    ensemble: Ensemble, group: Group, kube_ns: KubeNamespace, zk_auth: str, parent: str
+) -> tuple[SidecarProcess, dict[str, Any]]:
+    """One sidecar of the pod `app-0` in an election under `parent` that ZooKeeper's
+    nodes make it refuse: its role once the Warning Event `ZooKeeperRefused` is there."""
+    kube_ns.add_pod("app-0", {GROUP_LABEL: group.election, "app": "demo"})
+    (member,) = group.spawn(
+        ensemble.connect_string, kubeconfig=Path(kube_ns.kubeconfig_path),
+        namespace=kube_ns.namespace,
+        extra_args=("--zk-auth", zk_auth, "--election-parent", parent),
+    )
+    assert wait_for(lambda: "ZooKeeperRefused" in kube_ns.reasons("app-0"), API_SLACK)
+    assert member.role() == "unknown"
+    (event,) = kube_ns.events("app-0", reason="ZooKeeperRefused")
+    assert event["type"] == "Warning"
+    assert_survived(member)
+    return member, event
+
+
 def test_refused_by_zookeeper_says_so_in_an_event(
     ensemble: Ensemble, group: Group, kube_ns: KubeNamespace
 ) -> None:
     """The election's znodes carry the ACL of an earlier password (a reinstall that made
     new credentials): every sidecar gets NoAuth and stays `unknown`. Each says so in one
     line and in a Warning Event on its pod, where `kubectl describe pod` shows it."""
-    from kazoo.client import KazooClient
     from kazoo.security import make_acl, make_digest_acl
 
     parent = f"/acl-{group.election}"
-    earlier = KazooClient(hosts=ensemble.connect_string, auth_data=[("digest", "old:pw")])
-    earlier.start(timeout=10)
-    try:
+    with kazoo_client(ensemble.connect_string, "old:pw") as earlier:
         earlier.create(f"{parent}/{group.election}", b"", makepath=True, acl=[
             make_digest_acl("old", "pw", all=True), make_acl("world", "anyone", read=True)])
-        kube_ns.add_pod("app-0", {GROUP_LABEL: group.election, "app": "demo"})
-        (member,) = group.spawn(
-            ensemble.connect_string, kubeconfig=Path(kube_ns.kubeconfig_path),
-            namespace=kube_ns.namespace,
-            extra_args=("--zk-auth", "new:pw", "--election-parent", parent),
-        )
-        assert wait_for(lambda: "ZooKeeperRefused" in kube_ns.reasons("app-0"), API_SLACK)
-        assert member.role() == "unknown"
+        member, event = _refused_with_an_event(ensemble, group, kube_ns, "new:pw", parent)
         assert member.log_text().count("refused access") == 1, "one line, no log storm"
-        (event,) = kube_ns.events("app-0", reason="ZooKeeperRefused")
-        assert event["type"] == "Warning"
         assert parent in event["message"] and "--zk-auth" in event["message"]
-        assert_survived(member)
-    finally:
-        earlier.stop()
-        earlier.close()
 
 
 def test_a_squatted_election_node_says_so_in_an_event(
@@ -340,28 +343,11 @@ def test_a_squatted_election_node_says_so_in_an_event(
     """A client with no credentials made the election node and its parent first, open to
     all: the sidecar closes the shared parent, never volunteers in the election node, stays
     `unknown` and names that node and its ACL in a Warning Event on its pod."""
-    from kazoo.client import KazooClient
     from kazoo.security import OPEN_ACL_UNSAFE
 
     parent = f"/squat-{group.election}"
-    stranger = KazooClient(hosts=ensemble.connect_string)
-    stranger.start(timeout=10)
-    try:
+    with kazoo_client(ensemble.connect_string) as stranger:
         stranger.create(f"{parent}/{group.election}", b"", makepath=True, acl=OPEN_ACL_UNSAFE)
-        kube_ns.add_pod("app-0", {GROUP_LABEL: group.election, "app": "demo"})
-        (member,) = group.spawn(
-            ensemble.connect_string, kubeconfig=Path(kube_ns.kubeconfig_path),
-            namespace=kube_ns.namespace,
-            extra_args=("--zk-auth", "group:pw", "--election-parent", parent),
-        )
-        assert wait_for(lambda: "ZooKeeperRefused" in kube_ns.reasons("app-0"), API_SLACK)
-        assert member.role() == "unknown"
-        (event,) = kube_ns.events("app-0", reason="ZooKeeperRefused")
-        assert event["type"] == "Warning"
+        _member, event = _refused_with_an_event(ensemble, group, kube_ns, "group:pw", parent)
         node = f"{parent}/{group.election}"
         assert f"{node} has the ACL [world:anyone:rwcda]" in event["message"], event
-        assert_survived(member)
-    finally:
-        stranger.stop()
-        stranger.close()
-
