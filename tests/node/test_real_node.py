@@ -200,6 +200,9 @@ def test_a_killed_sidecar_container_is_restarted_and_leadership_moves(
     new = node_release.wait_settled(SLACK, not_=leader)
     assert new != leader
     assert node_release.labelled_leaders() == [new]
+    # The restarted sidecar may sit in the kubelet's back-off a while: leave the group
+    # whole for the tests after this one.
+    wait(node_release.all_ready, SLACK * 2, "every pod Ready again")
 
 
 def test_deleting_the_zookeeper_leader_keeps_one_leader_and_the_znodes(
@@ -209,7 +212,11 @@ def test_deleting_the_zookeeper_leader_keeps_one_leader_and_the_znodes(
     parent = election_parent(node_release)
     try:
         client.ensure_path("/kept-by-the-ensemble")
-        candidates = sorted(client.get_children(parent))
+        # A sidecar the test before killed may still be in the kubelet's back-off, with
+        # its old candidate expired and its new one not yet made: wait for every pod's.
+        candidates = wait(lambda: len(names := sorted(client.get_children(parent)))
+                          == node_release.replicas and node_release.all_ready() and names,
+                          SLACK, "every pod of the group a candidate")
     finally:
         client.stop()
         client.close()
