@@ -242,6 +242,8 @@ def test_generated_certificates_are_kept_and_rotated_by_deleting_them(
     assert f"{release.name}-zookeeper.{domain}" in sans.get_values_for_type(x509.DNSName)
     assert f"{release.name}-zookeeper-2.{release.name}-zookeeper-headless.{domain}" in (
         sans.get_values_for_type(x509.DNSName))
+    # Its own Service, the name its peers dial and check.
+    assert f"{release.name}-zookeeper-2.{domain}" in sans.get_values_for_type(x509.DNSName)
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     checksums = release.tls_checksums()

@@ -90,6 +90,7 @@ def test_default_release_has_the_expected_objects(default: Manifests) -> None:
             ("Service", f"{RELEASE}-headless"),
             ("Service", f"{RELEASE}-zookeeper"),
             ("Service", f"{RELEASE}-zookeeper-headless"),
+            *[("Service", f"{RELEASE}-zookeeper-{i}") for i in range(3)],  # each server's
             ("ConfigMap", f"{RELEASE}-zookeeper-scripts"),  # zk-4lw, for the probes
             ("PodDisruptionBudget", RELEASE),
             ("PodDisruptionBudget", f"{RELEASE}-zookeeper"),

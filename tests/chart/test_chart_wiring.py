@@ -85,7 +85,7 @@ def test_external_ensemble_requires_hosts(render: Callable[..., Manifests]) -> N
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
 @pytest.mark.parametrize("servers", [1, 3, 5])
-def test_zoo_servers_names_every_ensemble_pod_through_the_headless_service(
+def test_zoo_servers_names_every_server_through_a_service_of_its_own(
     servers: int, tls: bool, render: Callable[..., Manifests]
 ) -> None:
     manifests = render({"zookeeper": {"replicas": servers, "tls": {"enabled": tls}}})
@@ -99,10 +99,21 @@ def test_zoo_servers_names_every_ensemble_pod_through_the_headless_service(
     assert {p["port"] for p in headless["spec"]["ports"]} == {client_port, 2888, 3888}
     assert zk["spec"]["replicas"] == servers
     assert zk["spec"]["podManagementPolicy"] == "Parallel"
+    # Each server is dialled at a Service of its own: an address that outlives the pod's IP
+    # (a pod made again has a new one, which DNS caches hide for up to 30 s).
+    for i in range(servers):
+        own = manifests.get("Service", f"{RELEASE}-zookeeper-{i}")
+        assert own["spec"].get("clusterIP") != "None"
+        assert own["spec"]["publishNotReadyAddresses"] is True
+        assert own["spec"]["selector"] == {
+            **zk["spec"]["selector"]["matchLabels"],
+            "statefulset.kubernetes.io/pod-name": f"{RELEASE}-zookeeper-{i}"}
+        assert {p["port"] for p in own["spec"]["ports"]} == {2888, 3888}
+    assert not manifests.has("Service", f"{RELEASE}-zookeeper-{servers}")
     container = zk["spec"]["template"]["spec"]["containers"][0]
     entries = env_of(container)["ZOO_SERVERS"].split()
     assert entries == [
-        f"server.{i + 1}={RELEASE}-zookeeper-{i}.{headless['metadata']['name']}.{ZK_DOMAIN}"
+        f"server.{i + 1}={RELEASE}-zookeeper-{i}.{ZK_DOMAIN}"
         # With TLS no client part: the plain client port stays closed.
         f":2888:3888{'' if tls else ';2181'}"
         for i in range(servers)

@@ -148,6 +148,9 @@ probes inside the pod.
 {{- $pod := printf "%s-%d.%s" $service $i (include "le.zkHeadless" $) }}
 {{- $names = append $names (printf "%s.%s.svc" $pod $ns) }}
 {{- $names = append $names (include "le.zkPodHost" (dict "ctx" $ "index" $i)) }}
+{{- $peer := include "le.zkPeerService" (dict "ctx" $ "index" $i) }}
+{{- $names = append $names (printf "%s.%s.svc" $peer $ns) }}
+{{- $names = append $names (include "le.zkPeerHost" (dict "ctx" $ "index" $i)) }}
 {{- end }}
 {{- append $names "localhost" | toJson }}
 {{- end }}
@@ -275,6 +278,16 @@ clients over the ready servers, and a server is ready only while it has a quorum
 {{- end }}
 {{- end }}
 
+{{/* Name of the Service of ensemble pod number $i alone (the address its peers dial). */}}
+{{- define "le.zkPeerService" -}}
+{{- printf "%s-%d" (include "le.zkName" .ctx) .index }}
+{{- end }}
+
+{{/* Fully qualified name of that Service. */}}
+{{- define "le.zkPeerHost" -}}
+{{- printf "%s.%s.svc.%s" (include "le.zkPeerService" .) .ctx.Release.Namespace .ctx.Values.clusterDomain }}
+{{- end }}
+
 {{/* Host name of ensemble pod number $i through the headless Service. */}}
 {{- define "le.zkPodHost" -}}
 {{- printf "%s-%d.%s.%s.svc.%s" (include "le.zkName" .ctx) .index (include "le.zkHeadless" .ctx) .ctx.Release.Namespace .ctx.Values.clusterDomain }}
@@ -290,7 +303,7 @@ secureClientPort, and no plain one is opened.
 {{- $servers := list }}
 {{- $clientPart := ternary "" ";2181" .Values.zookeeper.tls.enabled }}
 {{- range $i := until (int .Values.zookeeper.replicas) }}
-{{- $host := include "le.zkPodHost" (dict "ctx" $ "index" $i) }}
+{{- $host := include "le.zkPeerHost" (dict "ctx" $ "index" $i) }}
 {{- $servers = append $servers (printf "server.%d=%s:2888:3888%s" (add1 $i) $host $clientPart) }}
 {{- end }}
 {{- join " " $servers }}
