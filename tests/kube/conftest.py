@@ -79,8 +79,9 @@ def kube_config(kube_ns: KubeNamespace, tmp_path: Path) -> Callable[..., Config]
 
 @pytest.fixture
 def add_group_pod(kube_ns: KubeNamespace) -> Callable[..., dict[str, Any]]:
-    def add(name: str, **labels: str) -> dict[str, Any]:
-        return kube_ns.add_pod(name, {GROUP_LABEL: ELECTION, "app": "demo", **labels})
+    def add(name: str, *, scheduled: bool = True, **labels: str) -> dict[str, Any]:
+        return kube_ns.add_pod(name, {GROUP_LABEL: ELECTION, "app": "demo", **labels},
+                               scheduled=scheduled)
 
     return add
 

@@ -21,7 +21,9 @@ from sidecar.state import Role
 def test_a_patch_carrying_an_old_uid_is_refused_and_not_applied(
     kube_ns, kube_config, add_group_pod
 ):
-    old = add_group_pod("app-0")["metadata"]["uid"]
+    # The old incarnation stays off kwok's nodes: kwok's stages act by name, and one queued
+    # for it could delete the new pod (a kubelet's delete carries the uid; kwok's does not).
+    old = add_group_pod("app-0", scheduled=False)["metadata"]["uid"]
     kube_ns.delete_pod("app-0")
     add_group_pod("app-0", role="leader")
     api = core_api(kube_config("app-0"))
@@ -38,7 +40,7 @@ def test_a_patch_carrying_an_old_uid_is_refused_and_not_applied(
 def test_old_containers_unknown_never_lands_on_the_new_pod(
     kube_ns, kube_config, add_group_pod, make_publisher, caplog_k8s
 ):
-    add_group_pod("app-0")
+    add_group_pod("app-0", scheduled=False)  # off kwok's nodes, as above
     publisher, _, _ = make_publisher(kube_config("app-0"))
     publisher.publish(status("app-0", Role.FOLLOWER, leader="app-1", epoch=3))
     assert publisher.flush(10)
@@ -65,8 +67,8 @@ def test_relist_that_missed_a_deleted_leaves_no_ghost(
     DELETED of the old uid must not remove the new pod of the same name."""
     config = kube_config("app-0")
     leader = add_group_pod("app-0")
-    ghost = add_group_pod("app-1", role="leader")
-    old = add_group_pod("app-2")
+    ghost = add_group_pod("app-1", role="leader", scheduled=False)  # off kwok's nodes, as
+    old = add_group_pod("app-2", scheduled=False)  # in the first test
     publisher, _, _ = make_publisher(config)
     control = FakeControl(status("app-0", Role.LEADER, epoch=10))
     reconciler = Reconciler(config, control, publisher)

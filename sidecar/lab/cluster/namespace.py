@@ -149,8 +149,17 @@ class KubeNamespace:
 
     # --- as a person with kubectl --------------------------------------------------------
 
-    def add_pod(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {"metadata": {"name": name, "labels": dict(labels or {})}, "spec": pod_spec()}
+    def add_pod(self, name: str, labels: dict[str, str] | None = None, *,
+                scheduled: bool = True) -> dict[str, Any]:
+        """A pod on the lab's kwok nodes; `scheduled=False` keeps it Pending on no node.
+
+        A pod that a test deletes and makes again under the same name must stay off kwok's
+        nodes: kwok plays its stages by name, without the uid (its delete carries no
+        precondition), so a stage queued for the old pod could delete the new one."""
+        spec = pod_spec()
+        if not scheduled:
+            spec["nodeSelector"] = {"type": "no-such-node"}
+        body = {"metadata": {"name": name, "labels": dict(labels or {})}, "spec": spec}
         return self._dict(self.core.create_namespaced_pod(self.namespace, body))
 
     def patch_pod(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
