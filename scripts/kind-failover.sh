@@ -153,12 +153,18 @@ if [[ -n $STS_ZK ]]; then
     app_before=$(consistent_leader)
     zk_old=$(zk_leader)
     [[ -n $zk_old ]] || die "no ZooKeeper server reports Mode: leader"
+    # The pod made again under the same name can win the election (the highest server id
+    # wins a tie): a new leader is a pod with another uid, not another name.
+    zk_old_uid=$("${K[@]}" get pod "$zk_old" -o jsonpath='{.metadata.uid}')
     echo "deleting ZooKeeper leader $zk_old"
     start=$(now)
     "${K[@]}" delete pod "$zk_old" --wait=false >/dev/null
     while true; do
         zk_new=$(zk_leader)
-        [[ -n $zk_new && $zk_new != "$zk_old" ]] && break
+        if [[ -n $zk_new ]]; then
+            zk_new_uid=$("${K[@]}" get pod "$zk_new" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+            [[ -n $zk_new_uid && $zk_new_uid != "$zk_old_uid" ]] && break
+        fi
         (( $(awk -v s="$(since "$start")" -v t="$TIMEOUT" 'BEGIN { print (s > t) }') )) \
             && die "the ensemble elected no new leader within ${TIMEOUT}s"
         sleep 0.2
